@@ -1,0 +1,68 @@
+"""Command line: ``python -m sr3_edu COMMAND`` (also installed as ``sr3-edu``).
+
+Each command lives in the module that owns its idea and provides ``add_arguments(parser)`` and ``run(args) -> int``;
+this file only routes to them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+COMMANDS = {
+    "demo": ("sr3_edu.demo", "super-resolve the built-in validation photos with the shipped model (the quickstart)"),
+    "train": ("sr3_edu.train", "train SR3 (or the regression baseline) on a folder of images or the built-in photos"),
+    "upscale": ("sr3_edu.upscale", "super-resolve an image or a folder of images of any size"),
+    "evaluate": ("sr3_edu.evaluate", "score bicubic, regression, SR3 and the mean of SR3 samples on held-out photos"),
+    "export": ("sr3_edu.train", "turn a training checkpoint into a small model file (EMA weights, fp16)"),
+    "search": ("sr3_edu.evaluate", "grid-search inference schedules on the validation photos"),
+}
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one clear line, exit 2
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="sr3-edu",
+        description="SR3: image super-resolution via iterative refinement.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for name, (module, help_text) in COMMANDS.items():
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as e:
+            if e.name != module:
+                raise
+            continue  # a command whose module is not part of this installation
+        p = sub.add_parser(
+            name, help=help_text, description=help_text, formatter_class=argparse.ArgumentDefaultsHelpFormatter
+        )
+        getattr(mod, f"add_{name}_arguments", getattr(mod, "add_arguments", None))(p)
+        p.set_defaults(_run=getattr(mod, f"run_{name}", getattr(mod, "run", None)))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        return int(args._run(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, FileNotFoundError, RuntimeError) as e:
+        # User-facing errors (bad files, sizes, checkpoints) as one line, not a traceback.
+        print(f"sr3-edu {args.command}: error: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

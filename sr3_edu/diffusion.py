@@ -1,0 +1,175 @@
+"""The forward process, the training loss (Algorithm 1) and iterative refinement (Algorithm 2).
+
+Paper notation (SR3 §2): x is the low-resolution condition, y_0 the high-resolution image,
+y_t the noisy image, γ the noise level, f_θ(x, y_t, γ) the network's estimate of the noise ε.
+The textbook writes x_0, x_t, ᾱ_t and ε_θ(x_t, t) for y_0, y_t, γ_t and f_θ.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+import torch
+from torch import Tensor
+
+from .schedule import NoiseSchedule
+
+__all__ = ["q_sample", "predict_y0", "loss", "sample", "RefinementStep", "NoiseModel"]
+
+
+class NoiseModel(Protocol):
+    """Anything called as f_θ(x, y_t, γ) → ε̂, e.g. `sr3_edu.unet.SR3UNet`."""
+
+    def __call__(self, x_lr: Tensor, y_t: Tensor, gamma: Tensor) -> Tensor: ...
+
+
+def _randn(shape, generator: torch.Generator | None, device, dtype) -> Tensor:
+    """N(0, I) drawn from ``generator`` on its own device, so one seed gives one image anywhere."""
+    if generator is None:
+        return torch.randn(shape, device=device, dtype=dtype)
+    z = torch.randn(shape, generator=generator, device=generator.device, dtype=torch.float32)
+    return z.to(device=device, dtype=dtype)
+
+
+def _per_example(gamma: Tensor, like: Tensor) -> Tensor:
+    """γ of shape (B,) or () → (B, 1, 1, 1) in ``like``'s dtype and device."""
+    g = torch.as_tensor(gamma, device=like.device).to(like.dtype)
+    return g.reshape(-1, *([1] * (like.dim() - 1)))
+
+
+def q_sample(y0: Tensor, gamma: Tensor, noise: Tensor) -> Tensor:
+    """ỹ = √γ · y_0 + √(1−γ) · ε: a draw from q(y_t | y_0) at noise level γ (paper eq. 4).
+
+    ``gamma`` has shape (B,) (one noise level per example) or is a scalar.
+    Textbook: x_t = √ᾱ_t · x_0 + √(1−ᾱ_t) · ε.
+    """
+    g = _per_example(gamma, y0)
+    return g.sqrt() * y0 + (1 - g).sqrt() * noise
+
+
+def predict_y0(y_t: Tensor, gamma: Tensor, eps: Tensor) -> Tensor:
+    """ŷ_0 = (y_t − √(1−γ) · ε̂) / √γ: q_sample solved for y_0 (paper eq. 6)."""
+    g = _per_example(gamma, y_t)
+    return (y_t - (1 - g).sqrt() * eps) / g.sqrt()
+
+
+def loss(
+    model: NoiseModel,
+    x_lr: Tensor,
+    y0: Tensor,
+    schedule: NoiseSchedule,
+    p: int = 1,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """E ‖ f_θ(x, √γ·y_0 + √(1−γ)·ε, γ) − ε ‖_p^p, averaged over elements (Algorithm 1).
+
+    γ ~ p(γ) (one continuous level per example, `NoiseSchedule.sample_gamma`), ε ~ N(0, I).
+    p = 1 is the paper's choice for its best models ("L1 gives slightly better FID", Table 5);
+    p = 2 with a discrete uniform t is the textbook's / DDPM's L_simple.
+    """
+    if p not in (1, 2):
+        raise ValueError(f"p must be 1 (L1) or 2 (L2), got {p!r}")
+    B = y0.shape[0]
+    # γ ~ p(γ)
+    gamma = schedule.sample_gamma(B, generator=generator).to(device=y0.device, dtype=y0.dtype)
+    # ε ~ N(0, I)
+    eps = _randn(y0.shape, generator, y0.device, y0.dtype)
+    # ỹ = √γ y_0 + √(1−γ) ε
+    y_noisy = q_sample(y0, gamma, eps)
+    eps_hat = model(x_lr, y_noisy, gamma)
+    err = (eps_hat.float() - eps.float()).abs()
+    return err.mean() if p == 1 else err.square().mean()
+
+
+@dataclass
+class RefinementStep:
+    """One state of the reverse chain, kept for plots: y_t and the network's ŷ_0 at that step."""
+
+    t: int
+    """Step index t (0 is the final image)."""
+    gamma: float
+    """γ_t (1.0 at t = 0)."""
+    y_t: Tensor
+    """The noisy image y_t, (B, C, H, W), on the CPU."""
+    y0_hat: Tensor | None
+    """ŷ_0 = (y_t − √(1−γ_t) ε̂)/√γ_t predicted from y_t (None at t = 0)."""
+
+
+def _model_device_dtype(model) -> tuple[torch.device, torch.dtype]:
+    try:
+        p = next(model.parameters())
+        return p.device, p.dtype
+    except (AttributeError, StopIteration):
+        return torch.device("cpu"), torch.float32
+
+
+@torch.inference_mode()
+def sample(
+    model: NoiseModel,
+    x_lr: Tensor,
+    schedule: NoiseSchedule,
+    *,
+    scale: int,
+    variance: Literal["paper", "posterior"] = "paper",
+    generator: torch.Generator | None = None,
+    return_trajectory: bool | int = False,
+    progress: bool = False,
+    y_T: Tensor | None = None,
+) -> Tensor | tuple[Tensor, list[RefinementStep]]:
+    """Iterative refinement (Algorithm 2): y_T ~ N(0, I), then for t = T, …, 1
+
+        y_{t−1} = 1/√α_t · ( y_t − (1−α_t)/√(1−γ_t) · f_θ(x, y_t, γ_t) ) + σ_t · z,   z ~ N(0, I),
+
+    with z = 0 at t = 1. ``variance="paper"`` takes σ_t² = 1 − α_t (the paper; textbook β_t);
+    ``variance="posterior"`` takes σ_t² = (1−γ_{t−1})(1−α_t)/(1−γ_t), the textbook's σ_q(t)²
+    and the reference code's choice.
+
+    ``schedule`` is the *inference* schedule; it need not be the one the model was trained with.
+    ``x_lr`` is (B, C, h, w); the result is (B, C, h·scale, w·scale). ``return_trajectory=True``
+    also returns every step as `RefinementStep`; an int k keeps every k-th step (plus y_T and y_0).
+    ``y_T`` replaces the initial N(0, I) draw (used by the part-way "bicubic" start).
+    Every random draw comes from ``generator``, so a seed fixes the image.
+    """
+    if variance not in ("paper", "posterior"):
+        raise ValueError(f"variance must be 'paper' or 'posterior', got {variance!r}")
+    if x_lr.dim() != 4:
+        raise ValueError(f"x_lr must be a batch (B, C, h, w), got shape {tuple(x_lr.shape)}")
+    device, dtype = _model_device_dtype(model)
+    x = x_lr.to(device=device, dtype=dtype)
+    B, C, h, w = x.shape
+    shape = (B, C, h * scale, w * scale)
+
+    # Coefficients in float64 on the host, once: no per-step host/device synchronisation.
+    alphas = schedule.alphas.tolist()
+    gammas = schedule.gammas.tolist()
+    sigma2 = (schedule.betas if variance == "paper" else schedule.posterior_variance).tolist()
+    gammas_dev = schedule.gammas.to(device=device, dtype=dtype)
+
+    y = _randn(shape, generator, device, dtype) if y_T is None else y_T.to(device, dtype).clone()
+    stride = int(return_trajectory) if return_trajectory is not True else 1
+    keep = stride > 0
+    trajectory: list[RefinementStep] = []
+
+    steps = range(schedule.T, 0, -1)
+    if progress:
+        from tqdm.auto import tqdm
+
+        steps = tqdm(steps, desc="refining", unit="step", leave=False)
+    for t in steps:
+        a, g = alphas[t - 1], gammas[t - 1]
+        gamma_t = gammas_dev[t - 1].expand(B)
+        eps = model(x, y, gamma_t)
+        if keep and (t == schedule.T or t % stride == 0):
+            y0_hat = (y - math.sqrt(1 - g) * eps) / math.sqrt(g)
+            trajectory.append(RefinementStep(t, g, y.float().cpu(), y0_hat.float().cpu()))
+        # y_{t−1} = (y_t − (1−α_t)/√(1−γ_t) · ε̂) / √α_t
+        y = (y - ((1 - a) / math.sqrt(1 - g)) * eps) / math.sqrt(a)
+        if t > 1:
+            # + σ_t z
+            y = y + math.sqrt(sigma2[t - 1]) * _randn(shape, generator, device, dtype)
+    if keep:
+        trajectory.append(RefinementStep(0, 1.0, y.float().cpu(), None))
+        return y, trajectory
+    return y

@@ -1,0 +1,274 @@
+"""f_θ(x, y_t, γ): the conditional U-Net of SR3 (paper §3, App. A).
+
+The network is the DDPM U-Net with the changes of Song et al. (2021) that SR3 adopts:
+
+* **BigGAN-style residual blocks**: GroupNorm → SiLU → conv → GroupNorm → FiLM(γ) → SiLU → dropout
+  → conv, with down/up-sampling done *inside* the block on both the main path and the skip path;
+* **residual sums rescaled by 1/√2**, ``(h + skip)/√2``, so activations keep their variance as
+  blocks stack (the U-Net's long skip connections are concatenated, as in DDPM);
+* self-attention at chosen levels, more residual blocks and larger channel multipliers.
+
+Conditioning: the low-resolution image x is enlarged to y_t's size with **bicubic interpolation**
+and **concatenated** with y_t along channels (3 + 3 = 6 channels for RGB). The noise level γ — a
+continuous scalar per example, never the step index t — enters every residual block through a
+sinusoidal embedding and an MLP that produce a FiLM scale and shift.
+
+Levels: level 0 runs at the full output resolution and each further level halves it, so a model
+trained on 64×64 crops runs on any image whose sides are divisible by 2^(levels−1).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = ["SR3UNet", "UNetConfig", "PRESETS", "noise_level_embedding"]
+
+NOISE_LEVEL_SCALE = 1000.0
+"""The embedding sees √γ · 1000 (see `noise_level_embedding`)."""
+
+
+def noise_level_embedding(gamma: Tensor, dim: int, scale: float = NOISE_LEVEL_SCALE) -> Tensor:
+    """Sinusoidal embedding of the noise level: [sin(c·ω_k), cos(c·ω_k)], c = scale·√γ, ω_k = 10⁴^(−k/(dim/2)).
+
+    **What it sees**: √γ, the signal amplitude in ỹ = √γ·y_0 + √(1−γ)·ε (WaveGrad's "noise level"),
+    multiplied by 1000. The paper writes f_θ(x, ỹ, γ) without saying how γ is embedded; the
+    reference code feeds √γ unscaled, WaveGrad feeds √γ·5000. √γ spreads the levels more evenly than γ,
+    and the factor 1000 puts it on the range of DDPM's integer t (0…1000), for which these
+    frequencies were chosen: unscaled, √γ ∈ [0, 1] would only move the slowest sinusoids.
+    """
+    half = dim // 2
+    freqs = torch.exp(-math.log(10_000.0) * torch.arange(half, device=gamma.device) / half)
+    c = scale * gamma.float().clamp(min=0).sqrt()
+    angles = c[:, None] * freqs[None, :]  # (B, dim/2)
+    return torch.cat([angles.sin(), angles.cos()], dim=1)  # (B, dim)
+
+
+def _groups(ch: int) -> int:
+    g = min(32, max(1, ch // 4))
+    while ch % g:
+        g -= 1
+    return g
+
+
+def _norm(ch: int) -> nn.GroupNorm:
+    return nn.GroupNorm(_groups(ch), ch)
+
+
+class ResBlock(nn.Module):
+    """BigGAN-style residual block with FiLM noise conditioning and the 1/√2 rescaled sum."""
+
+    def __init__(self, c_in: int, c_out: int, emb_dim: int, dropout: float, resample: str | None = None):
+        super().__init__()
+        self.resample = resample
+        self.norm1 = _norm(c_in)
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, padding=1)
+        # FiLM: the embedding sets a per-channel scale and shift of the normalised features.
+        self.film = nn.Linear(emb_dim, 2 * c_out)
+        self.norm2 = _norm(c_out)
+        self.dropout = nn.Dropout(dropout)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1)
+        nn.init.zeros_(self.conv2.weight)  # each block starts as the identity on its skip path
+        nn.init.zeros_(self.conv2.bias)
+        self.skip = nn.Conv2d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
+
+    def _resample(self, h: Tensor) -> Tensor:
+        if self.resample == "down":
+            return F.avg_pool2d(h, 2)
+        if self.resample == "up":
+            return F.interpolate(h, scale_factor=2.0, mode="nearest")
+        return h
+
+    def forward(self, x: Tensor, emb: Tensor) -> Tensor:
+        h = F.silu(self.norm1(x))
+        h = self.conv1(self._resample(h))
+        scale, shift = self.film(emb)[:, :, None, None].chunk(2, dim=1)  # (B, C, 1, 1) each
+        h = self.norm2(h) * (1 + scale) + shift
+        h = self.conv2(self.dropout(F.silu(h)))
+        # (h + skip) / √2
+        return (h + self.skip(self._resample(x))) * (1 / math.sqrt(2))
+
+
+class AttnBlock(nn.Module):
+    """Multi-head self-attention over all pixels, residual sum rescaled by 1/√2."""
+
+    def __init__(self, ch: int, head_channels: int = 32):
+        super().__init__()
+        self.heads = max(1, ch // head_channels)
+        self.norm = _norm(ch)
+        self.qkv = nn.Conv2d(ch, 3 * ch, 1)
+        self.proj = nn.Conv2d(ch, ch, 1)
+        nn.init.zeros_(self.proj.weight)
+        nn.init.zeros_(self.proj.bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        B, C, H, W = x.shape
+        q, k, v = self.qkv(self.norm(x)).reshape(B, 3, self.heads, C // self.heads, H * W).unbind(1)
+        # (B, heads, HW, C/heads); the fused kernel never materialises the (HW)² matrix when it can avoid it
+        h = F.scaled_dot_product_attention(q.transpose(-1, -2), k.transpose(-1, -2), v.transpose(-1, -2))
+        h = h.transpose(-1, -2).reshape(B, C, H, W)
+        return (x + self.proj(h)) * (1 / math.sqrt(2))
+
+
+@dataclass
+class UNetConfig:
+    """Architecture of `SR3UNet` (stored in every checkpoint so a model rebuilds itself)."""
+
+    in_channels: int = 3
+    """Image channels (3 for RGB); the network's input has twice this (x enlarged ‖ y_t)."""
+    base_channels: int = 64
+    """Channels at level 0 (the paper's "channel dim")."""
+    channel_mults: tuple[int, ...] = (1, 2, 4, 8)
+    """Channels at level i = base_channels · channel_mults[i] (the paper's "depth multipliers")."""
+    num_res_blocks: int = 2
+    """Residual blocks per level on the way down (one more on the way up)."""
+    attn_levels: tuple[int, ...] = (3,)
+    """Levels (0 = full resolution) with self-attention after each residual block."""
+    dropout: float = 0.0
+    """Dropout inside residual blocks (the paper: 0.2 for 16→128, none otherwise)."""
+    head_channels: int = 32
+    """Channels per attention head."""
+
+    def __post_init__(self) -> None:
+        self.channel_mults = tuple(int(m) for m in self.channel_mults)
+        self.attn_levels = tuple(int(a) for a in self.attn_levels)
+        if any(a < 0 or a >= len(self.channel_mults) for a in self.attn_levels):
+            raise ValueError(f"attn_levels {self.attn_levels} must be within 0..{len(self.channel_mults) - 1}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+PRESETS: dict[str, UNetConfig] = {
+    # A few MB; trains on a laptop CPU on 64×64 crops (levels 64, 32, 16, 8; attention at 8×8).
+    "tiny": UNetConfig(base_channels=32, channel_mults=(1, 2, 2, 4), num_res_blocks=1, attn_levels=(3,)),
+    # A middle size for a single consumer GPU.
+    "small": UNetConfig(base_channels=64, channel_mults=(1, 2, 4, 8), num_res_blocks=2, attn_levels=(3,)),
+    # Paper App. A, Table A.1, 16→128 faces: channel 128, {1,2,4,8,8}, 3 blocks, dropout 0.2;
+    # attention at 16×16 (level 3 of 128×128) as in DDPM, since the paper does not say where.
+    "sr3_16_128": UNetConfig(
+        base_channels=128, channel_mults=(1, 2, 4, 8, 8), num_res_blocks=3, attn_levels=(3,), dropout=0.2
+    ),
+}
+
+
+class SR3UNet(nn.Module):
+    """f_θ(x, y_t, γ) → ε̂. Call as ``model(x_lr, y_t, gamma)``.
+
+    x_lr: (B, C, h, w) low-resolution image in [−1, 1]; y_t: (B, C, H, W) noisy high-resolution
+    image; gamma: (B,) noise levels (or a scalar). Returns ε̂ with y_t's shape.
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 3,
+        base_channels: int = 64,
+        channel_mults: tuple[int, ...] = (1, 2, 4, 8),
+        num_res_blocks: int = 2,
+        attn_levels: tuple[int, ...] = (3,),
+        dropout: float = 0.0,
+        head_channels: int = 32,
+    ):
+        super().__init__()
+        self.config = UNetConfig(
+            in_channels, base_channels, tuple(channel_mults), num_res_blocks, tuple(attn_levels), dropout, head_channels
+        )
+        cfg = self.config
+        emb_dim = 4 * base_channels
+        self.emb_dim = base_channels
+        self.noise_mlp = nn.Sequential(
+            nn.Linear(base_channels, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim), nn.SiLU()
+        )
+        self.conv_in = nn.Conv2d(2 * in_channels, base_channels, 3, padding=1)
+
+        chans = [base_channels * m for m in cfg.channel_mults]
+        levels = len(chans)
+        self.down = nn.ModuleList()
+        skips = [base_channels]
+        ch = base_channels
+        for i, c in enumerate(chans):
+            for _ in range(cfg.num_res_blocks):
+                self.down.append(self._stage(ch, c, emb_dim, attn=i in cfg.attn_levels))
+                ch = c
+                skips.append(ch)
+            if i < levels - 1:
+                self.down.append(nn.ModuleList([ResBlock(ch, ch, emb_dim, dropout, resample="down")]))
+                skips.append(ch)
+
+        self.mid = nn.ModuleList(
+            [ResBlock(ch, ch, emb_dim, dropout), AttnBlock(ch, head_channels), ResBlock(ch, ch, emb_dim, dropout)]
+        )
+
+        self.up = nn.ModuleList()
+        for i, c in reversed(list(enumerate(chans))):
+            for _ in range(cfg.num_res_blocks + 1):
+                self.up.append(self._stage(ch + skips.pop(), c, emb_dim, attn=i in cfg.attn_levels))
+                ch = c
+            if i > 0:
+                self.up.append(nn.ModuleList([ResBlock(ch, ch, emb_dim, dropout, resample="up")]))
+
+        self.norm_out = _norm(ch)
+        self.conv_out = nn.Conv2d(ch, in_channels, 3, padding=1)
+        nn.init.zeros_(self.conv_out.weight)
+        nn.init.zeros_(self.conv_out.bias)
+        self.multiple = 2 ** (levels - 1)
+
+    def _stage(self, c_in: int, c_out: int, emb_dim: int, attn: bool) -> nn.ModuleList:
+        blocks = [ResBlock(c_in, c_out, emb_dim, self.config.dropout)]
+        if attn:
+            blocks.append(AttnBlock(c_out, self.config.head_channels))
+        return nn.ModuleList(blocks)
+
+    @classmethod
+    def from_config(cls, config: UNetConfig | dict) -> SR3UNet:
+        d = config.to_dict() if isinstance(config, UNetConfig) else dict(config)
+        return cls(**d)
+
+    @classmethod
+    def from_preset(cls, name: str, **overrides) -> SR3UNet:
+        """Build a named architecture: ``"tiny"`` (CPU), ``"small"``, ``"sr3_16_128"`` (the paper's 16→128)."""
+        if name not in PRESETS:
+            raise ValueError(f"unknown U-Net preset {name!r}; choose one of {', '.join(PRESETS)}")
+        d = PRESETS[name].to_dict()
+        d.update(overrides)
+        return cls(**d)
+
+    @staticmethod
+    def _run(blocks: nn.ModuleList, h: Tensor, emb: Tensor) -> Tensor:
+        for block in blocks:
+            h = block(h, emb) if isinstance(block, ResBlock) else block(h)
+        return h
+
+    def forward(self, x_lr: Tensor, y_t: Tensor, gamma: Tensor) -> Tensor:
+        B, C, H, W = y_t.shape
+        if H % self.multiple or W % self.multiple:
+            raise ValueError(
+                f"y_t is {H}×{W}, but this U-Net needs sides divisible by {self.multiple} "
+                f"(2^(levels−1)); pad the image (sr3_edu.upscale pads and crops back for you)"
+            )
+        if x_lr.shape[:2] != (B, C):
+            raise ValueError(
+                f"x_lr has shape {tuple(x_lr.shape)} but y_t has {tuple(y_t.shape)}: batch and channels must match"
+            )
+        gamma = torch.as_tensor(gamma, device=y_t.device, dtype=torch.float32).reshape(-1).expand(B)
+        emb = self.noise_mlp(noise_level_embedding(gamma, self.emb_dim).to(y_t.dtype))  # (B, 4·base)
+
+        # Condition on x: bicubic enlargement to y_t's size, then channel concatenation.
+        x_up = F.interpolate(x_lr, size=(H, W), mode="bicubic", align_corners=False)
+        h = self.conv_in(torch.cat([x_up, y_t], dim=1))  # (B, base, H, W)
+
+        hs = [h]
+        for blocks in self.down:
+            h = self._run(blocks, h, emb)
+            hs.append(h)
+        h = self._run(self.mid, h, emb)
+        for blocks in self.up:
+            if isinstance(blocks[0], ResBlock) and blocks[0].resample == "up":
+                h = self._run(blocks, h, emb)
+            else:
+                h = self._run(blocks, torch.cat([h, hs.pop()], dim=1), emb)
+        return self.conv_out(F.silu(self.norm_out(h)))  # (B, C, H, W)

@@ -1,0 +1,93 @@
+"""The conditional U-Net f_θ(x, y_t, γ)."""
+
+import math
+
+import pytest
+import torch
+
+from sr3_edu.unet import PRESETS, ResBlock, SR3UNet, noise_level_embedding
+
+
+def randomised(model):
+    torch.manual_seed(0)
+    for p in model.parameters():  # zero-initialised output layers would hide the inputs' effect
+        torch.nn.init.normal_(p, std=0.05)
+    return model.eval()
+
+
+def small():
+    return SR3UNet(base_channels=16, channel_mults=(1, 2, 2), num_res_blocks=1, attn_levels=(2,))
+
+
+@pytest.mark.parametrize("scale", [4, 8])
+def test_output_has_y_t_shape_for_non_square_sizes(scale):
+    model = small()
+    x = torch.randn(2, 3, 24 // scale * 2, 40 // scale * 2)
+    y_t = torch.randn(2, 3, x.shape[2] * scale, x.shape[3] * scale)
+    out = model(x, y_t, torch.rand(2))
+    assert out.shape == y_t.shape and out.dtype == torch.float32
+
+
+def test_output_changes_with_gamma_and_with_x():
+    model = randomised(small())
+    x, y_t = torch.randn(1, 3, 8, 8), torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        base = model(x, y_t, torch.tensor([0.5]))
+        other_gamma = model(x, y_t, torch.tensor([0.9]))
+        other_x = model(x + 0.5, y_t, torch.tensor([0.5]))
+    assert (base - other_gamma).abs().max() > 1e-4
+    assert (base - other_x).abs().max() > 1e-4
+
+
+def test_input_is_bicubic_x_concatenated_with_y_t():
+    model = small()
+    assert model.conv_in.in_channels == 6
+
+
+def test_sizes_not_divisible_by_the_level_count_are_refused_with_the_fix():
+    model = small()
+    with pytest.raises(ValueError, match="divisible by 4.*pad"):
+        model(torch.randn(1, 3, 5, 5), torch.randn(1, 3, 20, 22), torch.rand(1))
+
+
+def test_noise_level_embedding_sees_sqrt_gamma_and_separates_nearby_levels():
+    e = noise_level_embedding(torch.tensor([0.25, 0.2501, 0.81]), 64)
+    assert e.shape == (3, 64)
+    # c = 1000·√γ: sin/cos of the slowest frequency (ω = 1) at index 0 and 32
+    assert e[0, 0].item() == pytest.approx(math.sin(500.0), abs=1e-4)
+    assert (e[0] - e[1]).abs().max() > 1e-3
+
+
+def test_resblock_sums_its_paths_scaled_by_one_over_sqrt_two():
+    torch.manual_seed(0)
+    block = ResBlock(8, 16, emb_dim=12, dropout=0.0)
+    torch.nn.init.normal_(block.conv2.weight, std=0.1)
+    x, emb = torch.randn(2, 8, 6, 6), torch.randn(2, 12)
+    import torch.nn.functional as F
+
+    h = block.conv1(F.silu(block.norm1(x)))
+    scale, shift = block.film(emb)[:, :, None, None].chunk(2, dim=1)
+    h = block.conv2(F.silu(block.norm2(h) * (1 + scale) + shift))
+    torch.testing.assert_close(block(x, emb), (h + block.skip(x)) / math.sqrt(2))
+
+
+def test_presets_include_a_tiny_model_and_the_paper_16_to_128_configuration():
+    assert sum(p.numel() for p in SR3UNet.from_preset("tiny").parameters()) < 5_000_000
+    paper = PRESETS["sr3_16_128"]
+    assert (paper.base_channels, paper.channel_mults, paper.num_res_blocks, paper.dropout) == (
+        128, (1, 2, 4, 8, 8), 3, 0.2)
+    with torch.device("meta"):
+        n = sum(p.numel() for p in SR3UNet.from_preset("sr3_16_128").parameters())
+    assert 500e6 < n < 650e6  # the paper reports 550M
+
+
+def test_unknown_preset_names_the_choices():
+    with pytest.raises(ValueError, match="tiny"):
+        SR3UNet.from_preset("huge")
+
+
+def test_config_round_trips():
+    m = small()
+    m2 = SR3UNet.from_config(m.config.to_dict())
+    assert m2.config == m.config
+    m2.load_state_dict(m.state_dict())
