@@ -81,13 +81,22 @@ def load_checkpoint(path: str | Path, kind: str | None = None, map_location: str
     try:
         obj = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
+        if "Unsupported global" not in str(e):  # no refused class: the bytes are not a torch file at all
+            raise CheckpointError(
+                f"cannot read checkpoint {path}: it is not a torch file, or it is damaged. "
+                f"Use an earlier checkpoint, or retrain"
+            ) from e
+        # torch's message runs over many lines; its "Unsupported global: GLOBAL module.Name" line names the culprit.
+        culprit = next((ln.strip() for ln in str(e).splitlines() if "Unsupported global" in ln), "")
+        culprit = culprit.split(" was not an allowed")[0].replace("WeightsUnpickler error: ", "")
         raise CheckpointError(
-            f"refusing {path}: it carries pickled Python objects, which could run code when loaded. "
-            f"sr3-edu files hold only tensors and plain values; re-export it from a trusted source ({e})"
+            f"refusing {path}: it carries pickled Python objects, which could run code when loaded"
+            f"{f' ({culprit})' if culprit else ''}. sr3-edu files hold only tensors and plain values; "
+            f"re-export it from a trusted source"
         ) from e
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, io.UnsupportedOperation) as e:
         raise CheckpointError(
-            f"cannot read checkpoint {path}: the file is truncated or not a torch file ({e}). "
+            f"cannot read checkpoint {path}: the file is truncated or not a torch file ({str(e).splitlines()[0]}). "
             f"Use an earlier checkpoint, or retrain"
         ) from e
     if not isinstance(obj, dict) or obj.get("format") != FORMAT:

@@ -117,6 +117,7 @@ def sample(
     return_trajectory: bool | int = False,
     progress: bool = False,
     y_T: Tensor | None = None,
+    clip_y0: bool = False,
 ) -> Tensor | tuple[Tensor, list[RefinementStep]]:
     """Iterative refinement (Algorithm 2): y_T ~ N(0, I), then for t = T, …, 1
 
@@ -130,6 +131,10 @@ def sample(
     ``x_lr`` is (B, C, h, w); the result is (B, C, h·scale, w·scale). ``return_trajectory=True``
     also returns every step as `RefinementStep`; an int k keeps every k-th step (plus y_T and y_0).
     ``y_T`` replaces the initial N(0, I) draw (used by the part-way "bicubic" start).
+    ``clip_y0=True`` is the reference implementation's variant, not the paper's: it takes the same step written as
+    the posterior mean μ(ŷ_0, y_t) = √γ_{t−1}(1−α_t)/(1−γ_t)·ŷ_0 + √α_t(1−γ_{t−1})/(1−γ_t)·y_t (identical to the
+    update above) but with ŷ_0 clipped to the image range [−1, 1] first, which stops early, very noisy steps from
+    pushing the colours out of range.
     Every random draw comes from ``generator``, so a seed fixes the image.
     """
     if variance not in ("paper", "posterior"):
@@ -164,8 +169,14 @@ def sample(
         if keep and (t == schedule.T or t % stride == 0):
             y0_hat = (y - math.sqrt(1 - g) * eps) / math.sqrt(g)
             trajectory.append(RefinementStep(t, g, y.float().cpu(), y0_hat.float().cpu()))
-        # y_{t−1} = (y_t − (1−α_t)/√(1−γ_t) · ε̂) / √α_t
-        y = (y - ((1 - a) / math.sqrt(1 - g)) * eps) / math.sqrt(a)
+        if clip_y0:
+            g_prev = gammas[t - 2] if t > 1 else 1.0
+            y0_hat = ((y - math.sqrt(1 - g) * eps) / math.sqrt(g)).clamp(-1, 1)
+            # μ = √γ_{t−1}(1−α_t)/(1−γ_t) ŷ_0 + √α_t(1−γ_{t−1})/(1−γ_t) y_t
+            y = (math.sqrt(g_prev) * (1 - a) / (1 - g)) * y0_hat + (math.sqrt(a) * (1 - g_prev) / (1 - g)) * y
+        else:
+            # y_{t−1} = (y_t − (1−α_t)/√(1−γ_t) · ε̂) / √α_t
+            y = (y - ((1 - a) / math.sqrt(1 - g)) * eps) / math.sqrt(a)
         if t > 1:
             # + σ_t z
             y = y + math.sqrt(sigma2[t - 1]) * _randn(shape, generator, device, dtype)

@@ -129,7 +129,8 @@ def consistency(sr: Tensor, x_lr: Tensor, scale: int) -> Tensor:
     both images are in [0, 1]. The paper reports "MSE (×10⁻⁵) between the low-resolution inputs and the
     down-sampled super-resolution outputs" but states neither the pixel range nor the downsampling kernel;
     this is our choice, so numbers compare across runs of this package, not with the paper's Table 1.
-    The ground truth itself does not score 0 when x was saved as 8-bit: rounding alone gives ≈ 0.13.
+    The ground truth itself does not score 0 when x was saved as 8-bit: rounding (≈ 0.13) and the small
+    difference between PIL's and torch's bicubic give it ≈ 0.15.
     """
     sr01 = to_unit(sr)
     x01 = to_unit(x_lr)

@@ -44,7 +44,9 @@ from .schedule import NoiseSchedule
 __all__ = [
     "DEFAULT_INFERENCE",
     "inference_options",
+    "sampler_options",
     "inference_schedule",
+    "training_schedule",
     "super_resolve",
     "TiledModel",
     "write_image_atomic",
@@ -52,9 +54,16 @@ __all__ = [
     "run",
 ]
 
-DEFAULT_INFERENCE: dict[str, Any] = {"steps": 100, "variance": "paper", "start": "noise", "gamma_start": 0.2}
+DEFAULT_INFERENCE: dict[str, Any] = {
+    "steps": 100,
+    "variance": "paper",
+    "start": "noise",
+    "gamma_start": 0.2,
+    "clip_y0": False,
+}
 """Used for any option that neither the caller nor the model file sets: the paper's 100-step budget, its σ_t² =
-1 − α_t and its start from pure noise. γ_start only matters for ``start="bicubic"``."""
+1 − α_t, its start from pure noise and its unclipped update. γ_start only matters for ``start="bicubic"``;
+``clip_y0`` is the reference code's variant (ŷ_0 clipped to [−1, 1] in each step, see `sr3_edu.diffusion.sample`)."""
 
 
 def inference_options(info: dict | None = None, **given: Any) -> dict[str, Any]:
@@ -71,8 +80,26 @@ def inference_options(info: dict | None = None, **given: Any) -> dict[str, Any]:
         raise ValueError(f"steps must be a positive number of refinement steps, got {opts['steps']}")
     if not 0 < float(opts["gamma_start"]) < 1:
         raise ValueError(f"gamma_start is a noise level γ in (0, 1), got {opts['gamma_start']}")
-    opts["steps"], opts["gamma_start"] = int(opts["steps"]), float(opts["gamma_start"])
+    opts["steps"], opts["gamma_start"], opts["clip_y0"] = (
+        int(opts["steps"]),
+        float(opts["gamma_start"]),
+        bool(opts["clip_y0"]),
+    )
     return opts
+
+
+def training_schedule(info: dict | None = None) -> NoiseSchedule:
+    """The schedule the model was trained with, as its model file records it (``info["inference"]["schedule"]``);
+    `NoiseSchedule.linear()` (T = 2000, β 1e-6 → 1e-2, the trainer's default) when the file does not say."""
+    spec = ((info or {}).get("inference") or {}).get("schedule") or {}
+    if spec.get("kind", "linear") != "linear":
+        raise ValueError(f"unknown training schedule kind {spec.get('kind')!r} in the model file")
+    args = {k: spec[k] for k in ("T", "beta_start", "beta_end") if k in spec}
+    if "beta_start" in args:
+        args["start"] = args.pop("beta_start")
+    if "beta_end" in args:
+        args["end"] = args.pop("beta_end")
+    return NoiseSchedule.linear(**args)
 
 
 def inference_schedule(
@@ -189,6 +216,7 @@ def super_resolve(
     variance: str | None = None,
     start: str | None = None,
     gamma_start: float | None = None,
+    clip_y0: bool | None = None,
     generator: torch.Generator | None = None,
     seed: int | None = None,
     batch_size: int = 8,
@@ -208,9 +236,11 @@ def super_resolve(
     sides × ``scale``. Options left at None come from ``info["inference"]``, then `DEFAULT_INFERENCE`.
 
     ``start="bicubic"`` starts part-way at γ_start from the bicubic image (Chung et al. 2022, not the paper's
-    Algorithm 2); it makes its own y_T, so a ``y_T`` given with it is refused. ``seed`` (or ``generator``)
+    Algorithm 2); it makes its own y_T, so a ``y_T`` given with it is refused. ``clip_y0`` clips ŷ_0 to [−1, 1]
+    inside every step (the reference code's variant, not the paper's). ``seed`` (or ``generator``)
     together with ``batch_size`` fixes every random draw. ``tile`` bounds memory (see `TiledModel`).
-    ``train_schedule`` is the schedule the model was trained with (default `NoiseSchedule.linear()`).
+    ``train_schedule`` is the schedule the model was trained with (default: the one ``info`` records, see
+    `training_schedule`).
     ``return_trajectory`` (tensor input only) also returns the `RefinementStep` list, cropped like the output.
     """
     if isinstance(model, (str, Path)):
@@ -220,11 +250,17 @@ def super_resolve(
     scale = int(scale or info.get("scale") or 0)
     if scale < 1:
         raise ValueError("give the scale (the model file stores it; pass info=… or scale=…)")
-    opts = inference_options(info, steps=steps, variance=variance, start=start, gamma_start=gamma_start)
+    opts = inference_options(
+        info, steps=steps, variance=variance, start=start, gamma_start=gamma_start, clip_y0=clip_y0
+    )
     if y_T is not None and opts["start"] == "bicubic":
         raise ValueError("start='bicubic' makes its own y_T from the bicubic image; pass y_T only with start='noise'")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     if generator is None and seed is not None:
         generator = torch.Generator().manual_seed(int(seed))
+    if train_schedule is None:
+        train_schedule = training_schedule(info)
     schedule = inference_schedule(
         opts["steps"], start=opts["start"], gamma_start=opts["gamma_start"], train_schedule=train_schedule
     )
@@ -267,6 +303,7 @@ def super_resolve(
                 progress=progress,
                 y_T=start_y,
                 return_trajectory=return_trajectory,
+                clip_y0=opts["clip_y0"],
             )
             y, traj = result if return_trajectory else (result, None)
         offset += chunk.shape[0]
@@ -356,6 +393,16 @@ def _device(name: str) -> torch.device:
     return device
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows "(default: …)" only where it says something: not for None/False, nor where the help states it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.default is None or action.default is False or "default" in text:
+            return text
+        return super()._get_help_string(action)
+
+
 def add_sampler_arguments(p: argparse.ArgumentParser, *, steps_default: str = "the model file's, else 100") -> None:
     """Options shared by upscale, evaluate and demo: the inference schedule and where to run."""
     p.add_argument(
@@ -385,12 +432,32 @@ def add_sampler_arguments(p: argparse.ArgumentParser, *, steps_default: str = "t
         help="noise level γ where a --start bicubic chain begins, in (0, 1); lower = more noise "
         "(default: the model file's, else 0.2)",
     )
+    p.add_argument(
+        "--clip-y0",
+        choices=("on", "off"),
+        default=None,
+        help="'on': clip ŷ_0 to [−1, 1] inside each step (the reference code's variant, not the paper's) "
+        "(default: the model file's, else off)",
+    )
     p.add_argument("--seed", type=int, default=0, help="random seed; with --batch-size it fixes the output")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, mps, or auto (a GPU when there is one)")
     p.add_argument("--batch-size", type=int, default=4, help="images refined together (more = faster on a GPU)")
 
 
+def sampler_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The sampler options given on the command line (None where left to the model file)."""
+    clip = getattr(args, "clip_y0", None)
+    return {
+        "steps": args.steps,
+        "variance": args.variance,
+        "start": args.start,
+        "gamma_start": args.gamma_start,
+        "clip_y0": None if clip is None else clip == "on",
+    }
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.formatter_class = HelpFormatter
     p.add_argument(
         "--checkpoint",
         default=None,
@@ -446,15 +513,14 @@ def run(args: argparse.Namespace) -> int:
 
     model, info = load_model(args.checkpoint, device=_device(args.device), objective="sr3")
     scale = info["scale"]
-    opts = inference_options(
-        info, steps=args.steps, variance=args.variance, start=args.start, gamma_start=args.gamma_start
-    )
+    opts = inference_options(info, **sampler_options(args))
     what = (
         "regression"
         if info["objective"] == "regression"
         else (
             f"SR3, {opts['steps']} steps, variance={opts['variance']}, start={opts['start']}"
             + (f" (γ_start={opts['gamma_start']})" if opts["start"] == "bicubic" else "")
+            + (", ŷ_0 clipped" if opts["clip_y0"] else "")
         )
     )
     print(f"{info['path']}: ×{scale} {what}", file=sys.stderr)
@@ -475,6 +541,7 @@ def run(args: argparse.Namespace) -> int:
             variance=opts["variance"],
             start=opts["start"],
             gamma_start=opts["gamma_start"],
+            clip_y0=opts["clip_y0"],
             generator=generator,
             batch_size=args.batch_size,
             progress=progress,

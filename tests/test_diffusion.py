@@ -134,8 +134,9 @@ def test_closed_form_gaussian_is_recovered_by_the_sampler_over_2000_steps(varian
     y_0 − bicubic(x) has mean ≈ 0 and standard deviation ≈ s. No training involved."""
     s = 0.3
     x = torch.rand(4, 3, 8, 8) * 2 - 1
-    y0 = sample(oracle(s), x, NoiseSchedule.linear(), scale=4, variance=variance,
-                generator=torch.Generator().manual_seed(0))
+    y0 = sample(
+        oracle(s), x, NoiseSchedule.linear(), scale=4, variance=variance, generator=torch.Generator().manual_seed(0)
+    )
     err = y0 - upscale_bicubic(x, 4)
     assert abs(err.mean().item()) < 0.01
     assert err.std().item() == pytest.approx(s, rel=0.03)
@@ -151,3 +152,17 @@ def test_closed_form_check_fails_for_a_wrong_sampler():
 def test_sampler_rejects_an_unknown_variance():
     with pytest.raises(ValueError, match="variance"):
         sample(EpsSpy(), torch.zeros(1, 3, 2, 2), NoiseSchedule.linear(2), scale=2, variance="ddim")
+
+
+def test_clipped_posterior_mean_form_equals_the_paper_step_when_clipping_does_not_bind():
+    sched = NoiseSchedule.linear(50, 1e-3, 0.05)
+    x = torch.rand(2, 3, 4, 4) * 0.2
+    kw = dict(scale=2, variance="posterior")
+    plain = sample(oracle(0.05), x, sched, generator=torch.Generator().manual_seed(0), **kw)
+    clipped = sample(oracle(0.05), x, sched, generator=torch.Generator().manual_seed(0), clip_y0=True, **kw)
+    # for data this narrow the oracle's ŷ_0 = E[y_0 | y_t] stays inside [−1, 1]: the two forms are the same step
+    torch.testing.assert_close(plain, clipped, atol=1e-4, rtol=1e-4)
+    # at t = 1 the posterior mean is ŷ_0 itself, so with clipping the result always lies in [−1, 1]
+    wild = sample(oracle(3.0), x, sched, generator=torch.Generator().manual_seed(0), clip_y0=True, **kw)
+    assert wild.abs().max() <= 1.0
+    assert sample(oracle(3.0), x, sched, generator=torch.Generator().manual_seed(0), **kw).abs().max() > 1.5

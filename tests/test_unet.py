@@ -75,7 +75,11 @@ def test_presets_include_a_tiny_model_and_the_paper_16_to_128_configuration():
     assert sum(p.numel() for p in SR3UNet.from_preset("tiny").parameters()) < 5_000_000
     paper = PRESETS["sr3_16_128"]
     assert (paper.base_channels, paper.channel_mults, paper.num_res_blocks, paper.dropout) == (
-        128, (1, 2, 4, 8, 8), 3, 0.2)
+        128,
+        (1, 2, 4, 8, 8),
+        3,
+        0.2,
+    )
     with torch.device("meta"):
         n = sum(p.numel() for p in SR3UNet.from_preset("sr3_16_128").parameters())
     assert 500e6 < n < 650e6  # the paper reports 550M

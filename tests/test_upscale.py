@@ -1,0 +1,328 @@
+"""super_resolve and the `upscale` command: schedules, padding, exact output sizes, bad input."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from sr3_edu.checkpoint import model_file, save_atomic
+from sr3_edu.cli import main
+from sr3_edu.images import upscale_bicubic
+from sr3_edu.regression import regress
+from sr3_edu.schedule import NoiseSchedule
+from sr3_edu.unet import SR3UNet
+from sr3_edu.upscale import (
+    DEFAULT_INFERENCE,
+    TiledModel,
+    inference_options,
+    inference_schedule,
+    super_resolve,
+    training_schedule,
+    write_image_atomic,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class BicubicOracle(torch.nn.Module):
+    """The optimal noise predictor when y_0 = bicubic(x) exactly: ε̂ = (y_t − √γ · bicubic(x)) / √(1−γ).
+
+    Any correct sampler, with any schedule, then ends on bicubic(x) (at t = 1, γ_0 = 1 makes the last step
+    return ŷ_0 itself). ``multiple`` mimics a U-Net's size constraint.
+    """
+
+    def __init__(self, multiple: int = 1):
+        super().__init__()
+        self.multiple = multiple
+        self.dummy = torch.nn.Parameter(torch.zeros(()))
+
+    def forward(self, x_lr, y_t, gamma):
+        H, W = y_t.shape[-2:]
+        assert H % self.multiple == 0 and W % self.multiple == 0, (H, W)
+        g = gamma.reshape(-1, 1, 1, 1).to(y_t)
+        up = F.interpolate(x_lr, size=(H, W), mode="bicubic", align_corners=False)
+        return (y_t - g.sqrt() * up) / (1 - g).sqrt()
+
+
+def tiny_unet(seed=0):
+    """A 40k-parameter U-Net (4 levels, so sides must be multiples of 8 like the real tiny preset), random weights."""
+    torch.manual_seed(seed)
+    model = SR3UNet(base_channels=8, channel_mults=(1, 1, 1, 1), num_res_blocks=1, attn_levels=(), head_channels=8)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0, 0.02)  # the zero-initialised output layer would make every sample the same
+    return model.eval()
+
+
+def write_model(path, objective="sr3", inference=None):
+    save_atomic(model_file(tiny_unet(), objective=objective, scale=4, inference=inference), path)
+    return path
+
+
+# β from 1e-3: γ_1 = 0.999 is exact enough in float32 for the oracle's division by √(1−γ); with the default
+# β_1 = 1e-6, float32 rounding of γ_1 alone moves 1 − γ_1 by 1 %, which the division amplifies.
+ORACLE_TRAIN = NoiseSchedule.linear(1000, 1e-3, 2e-2)
+
+
+def lr_batch(B=2, h=13, w=21, seed=0):
+    return torch.rand(B, 3, h, w, generator=torch.Generator().manual_seed(seed)) * 2 - 1
+
+
+# ------------------------------------------------------------------------------------------ schedules
+
+
+def test_inference_schedule_from_noise_is_the_training_schedule_respaced():
+    train = NoiseSchedule.linear()
+    s = inference_schedule(25, train_schedule=train)
+    assert s.T == 25
+    torch.testing.assert_close(s.gammas[-1], train.gammas[-1])  # still reaches the last noise level
+    torch.testing.assert_close(s.gammas, train.respace(25).gammas)
+
+
+def test_inference_schedule_from_bicubic_starts_at_gamma_start():
+    train = NoiseSchedule.linear()
+    s = inference_schedule(20, start="bicubic", gamma_start=0.3, train_schedule=train)
+    assert s.T == 20
+    assert 0.3 <= s.gammas[-1].item() < 0.31  # the lowest kept level is the last one ≥ γ_start
+    assert s.gammas[0].item() == pytest.approx(train.gammas[0].item())
+    with pytest.raises(ValueError, match="start"):
+        inference_schedule(20, start="middle")
+
+
+def test_inference_options_precedence_caller_then_model_file_then_defaults():
+    info = {"inference": {"steps": 30, "variance": "posterior", "schedule": {"kind": "linear", "T": 500}}}
+    assert inference_options() == DEFAULT_INFERENCE
+    opts = inference_options(info, steps=7, start=None)
+    assert opts == {**DEFAULT_INFERENCE, "steps": 7, "variance": "posterior"}
+    with pytest.raises(ValueError, match="variance"):
+        inference_options(info, variance="ddim")
+    with pytest.raises(ValueError, match="gamma_start"):
+        inference_options(gamma_start=1.5)
+    assert training_schedule(info).T == 500
+    assert training_schedule(None).T == NoiseSchedule.linear().T
+
+
+# ------------------------------------------------------------------------------------------ sampling
+
+
+@pytest.mark.parametrize("variance", ["paper", "posterior"])
+@pytest.mark.parametrize("start", ["noise", "bicubic"])
+def test_the_oracle_chain_ends_on_the_bicubic_image(variance, start):
+    x = lr_batch()
+    y = super_resolve(
+        BicubicOracle(), x, scale=4, steps=6, variance=variance, start=start, seed=1, train_schedule=ORACLE_TRAIN
+    )
+    assert y.shape == (2, 3, 52, 84)
+    torch.testing.assert_close(y, upscale_bicubic(x, 4).clamp(-1, 1), atol=2e-4, rtol=0)
+
+
+def test_padding_to_the_model_multiple_and_cropping_back():
+    x = lr_batch(h=13, w=21)  # 52×84 output: neither side is a multiple of 16
+    y = super_resolve(BicubicOracle(multiple=16), x, scale=4, steps=4, seed=0, train_schedule=ORACLE_TRAIN)
+    assert y.shape == (2, 3, 52, 84)
+    # away from the padded right and bottom edges, nothing changed (bicubic reaches 2 LR pixels = 8 HR pixels)
+    want = upscale_bicubic(x, 4).clamp(-1, 1)
+    torch.testing.assert_close(y[..., :-8, :-8], want[..., :-8, :-8], atol=2e-4, rtol=0)
+
+
+def test_a_seed_fixes_the_samples_and_a_new_seed_changes_them():
+    model, x = tiny_unet(), lr_batch(w=8, h=8)
+    a = super_resolve(model, x, scale=4, steps=3, seed=5)
+    b = super_resolve(model, x, scale=4, steps=3, seed=5)
+    c = super_resolve(model, x, scale=4, steps=3, seed=6)
+    torch.testing.assert_close(a, b, atol=0, rtol=0)
+    assert (a - c).abs().mean() > 1e-3
+    assert a.min() >= -1 and a.max() <= 1
+
+
+def test_batches_of_any_size_and_pil_inputs_of_any_shape():
+    model = tiny_unet()
+    x = lr_batch(B=3, h=9, w=11)
+    assert super_resolve(model, x, scale=4, steps=2, batch_size=2, seed=0).shape == (3, 3, 36, 44)
+    assert super_resolve(model, x[0], scale=4, steps=2, seed=0).shape == (3, 36, 44)
+    imgs = [Image.new("RGB", (7, 5), "red"), Image.new("RGB", (10, 3), "blue")]
+    out = super_resolve(model, imgs, scale=4, steps=2, seed=0)
+    assert [im.size for im in out] == [(28, 20), (40, 12)]
+    assert super_resolve(model, imgs[0], scale=4, steps=2).size == (28, 20)
+
+
+def test_bicubic_start_refuses_a_given_y_T():
+    x = lr_batch()
+    with pytest.raises(ValueError, match="y_T"):
+        super_resolve(BicubicOracle(), x, scale=4, steps=3, start="bicubic", y_T=torch.zeros(2, 3, 52, 84))
+    # with start="noise" it is used, and its size is checked
+    out = super_resolve(BicubicOracle(), x, scale=4, steps=3, y_T=torch.zeros(2, 3, 52, 84))
+    assert out.shape == (2, 3, 52, 84)
+    with pytest.raises(ValueError, match="y_T"):
+        super_resolve(BicubicOracle(), x, scale=4, steps=3, y_T=torch.zeros(2, 3, 50, 84))
+
+
+def test_defaults_come_from_the_model_info_and_regression_models_regress():
+    model, x = tiny_unet(), lr_batch(h=8, w=8)
+    info = {"objective": "regression", "scale": 4, "inference": {}}
+    with torch.inference_mode():
+        want = regress(model, x, scale=4).clamp(-1, 1)
+    torch.testing.assert_close(super_resolve(model, x, info=info), want)
+    with pytest.raises(ValueError, match="scale"):
+        super_resolve(model, x)
+
+
+def test_trajectory_goes_from_y_T_to_y_0_cropped_to_the_output():
+    x = lr_batch(h=9, w=11)
+    y, steps = super_resolve(BicubicOracle(8), x, scale=4, steps=8, seed=0, return_trajectory=2, batch_size=1)
+    assert [s.t for s in steps] == [8, 6, 4, 2, 0]
+    assert all(s.y_t.shape == (2, 3, 36, 44) for s in steps)
+    torch.testing.assert_close(steps[-1].y_t.clamp(-1, 1), y)
+    assert steps[0].gamma < 1e-3 and steps[-1].gamma == 1.0
+
+
+def test_tiles_change_nothing_when_the_image_fits_and_keep_the_size_when_it_does_not():
+    model, x = tiny_unet(), lr_batch(h=10, w=14)
+    whole = super_resolve(model, x, scale=4, steps=3, seed=0)
+    torch.testing.assert_close(super_resolve(model, x, scale=4, steps=3, seed=0, tile=64), whole, atol=0, rtol=0)
+    tiled = super_resolve(model, x, scale=4, steps=3, seed=0, tile=24)
+    assert tiled.shape == whole.shape and torch.isfinite(tiled).all()
+    # the oracle on tiles: exact where one tile alone covers a pixel and its bicubic support (rows and columns
+    # 0..15 here: tiles start at rows 0, 16 and columns 0, 20, 32), close elsewhere (tile edges see less context)
+    oracle = super_resolve(BicubicOracle(), x, scale=4, steps=3, seed=0, tile=24, train_schedule=ORACLE_TRAIN)
+    want = upscale_bicubic(x, 4).clamp(-1, 1)
+    torch.testing.assert_close(oracle[..., :16, :16], want[..., :16, :16], atol=2e-4, rtol=0)
+    assert (oracle - want).abs().mean() < 0.05
+
+
+def test_tiles_cover_the_image_with_overlap():
+    t = TiledModel(BicubicOracle(8), tile=30, scale=4)
+    assert t.tile == 24 and t.overlap % 8 == 0
+    starts = t._starts(100)
+    assert starts[0] == 0 and starts[-1] == 100 - 24
+    assert all(b - a <= t.tile for a, b in zip(starts, starts[1:]))
+
+
+def test_write_image_atomic_refuses_an_unknown_suffix_and_leaves_nothing(tmp_path):
+    img = Image.new("RGB", (4, 4))
+    with pytest.raises(ValueError, match="suffix"):
+        write_image_atomic(img, tmp_path / "out.xyz")
+    assert list(tmp_path.iterdir()) == []
+    write_image_atomic(img, tmp_path / "sub" / "out.png")
+    assert [p.name for p in (tmp_path / "sub").iterdir()] == ["out.png"]
+
+
+# ------------------------------------------------------------------------------------------ the command
+
+
+def random_image(path, w, h, seed=0):
+    rng = np.random.default_rng(seed)
+    Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(path)
+    return path
+
+
+@pytest.mark.slow
+def test_upscale_command_on_a_non_square_odd_sized_image_gives_exactly_w_s_by_h_s(tmp_path):
+    ckpt = write_model(tmp_path / "model.pt")
+    src = random_image(tmp_path / "in.png", 51, 37)
+    out = tmp_path / "out.png"
+    cmd = [sys.executable, "-m", "sr3_edu", "upscale", "--checkpoint", str(ckpt), "--input", str(src)]
+    cmd += ["--output", str(out), "--steps", "3", "--device", "cpu", "--no-progress"]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    with Image.open(out) as im:
+        assert im.size == (51 * 4, 37 * 4) and im.mode == "RGB"
+    assert "3 steps" in proc.stderr
+
+
+@pytest.mark.slow
+def test_upscale_command_with_an_unreadable_input_fails_cleanly_and_writes_nothing(tmp_path):
+    ckpt = write_model(tmp_path / "model.pt")
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    out = tmp_path / "out.png"
+    cmd = [sys.executable, "-m", "sr3_edu", "upscale", "--checkpoint", str(ckpt), "--input", str(bad)]
+    proc = subprocess.run(cmd + ["--output", str(out), "--steps", "2"], cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode != 0
+    assert str(bad) in proc.stderr and "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["broken.png", "model.pt"]
+
+
+def test_upscale_folder_to_folder_with_the_model_default_steps(tmp_path, capsys):
+    ckpt = write_model(tmp_path / "model.pt", inference={"steps": 2, "variance": "posterior"})
+    src = tmp_path / "in"
+    src.mkdir()
+    random_image(src / "a.png", 9, 14)
+    random_image(src / "b.jpg", 16, 5, seed=1)
+    (src / "notes.txt").write_text("not an image, ignored")
+    out = tmp_path / "out"
+    assert main(["upscale", "--checkpoint", str(ckpt), "--input", str(src), "--output", str(out), "--no-progress"]) == 0
+    sizes = {p.name: Image.open(p).size for p in sorted(out.iterdir())}
+    assert sizes == {"a.png": (36, 56), "b.png": (64, 20)}
+    assert "2 steps, variance=posterior" in capsys.readouterr().err
+
+
+def test_upscale_folder_with_a_bad_file_stops_before_writing_unless_told_to_skip(tmp_path, capsys):
+    ckpt = write_model(tmp_path / "model.pt")
+    src = tmp_path / "in"
+    src.mkdir()
+    random_image(src / "a.png", 8, 8)
+    (src / "z.png").write_bytes(b"garbage")
+    out = tmp_path / "out"
+    args = ["upscale", "--checkpoint", str(ckpt), "--input", str(src), "--output", str(out), "--steps", "2"]
+    assert main(args + ["--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert "z.png" in err and not out.exists()
+    assert main(args + ["--no-progress", "--skip-bad-images"]) == 0
+    assert [p.name for p in out.iterdir()] == ["a.png"]
+
+
+def test_upscale_errors_speak_to_the_user(tmp_path, capsys):
+    src = random_image(tmp_path / "in.png", 8, 8)
+    missing = tmp_path / "nope.pt"
+    assert main(["upscale", "--checkpoint", str(missing), "--input", str(src), "--output", "o.png"]) == 1
+    assert "nope.pt" in capsys.readouterr().err
+    ckpt = write_model(tmp_path / "model.pt")
+    assert main(["upscale", "--checkpoint", str(ckpt), "--input", str(tmp_path / "x.png"), "--output", "o.png"]) == 1
+    assert "x.png" in capsys.readouterr().err
+    assert main(["upscale", "--checkpoint", str(ckpt), "--input", str(src), "--output", str(tmp_path / "o.txt")]) == 1
+    assert "suffix" in capsys.readouterr().err
+    assert not (tmp_path / "o.txt").exists()
+
+
+def test_upscale_help_explains_every_option_with_its_default(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["upscale", "--help"])
+    assert e.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    for option in ("--checkpoint", "--input", "--output", "--steps", "--seed", "--device", "--batch-size"):
+        assert option in text
+    for option in ("--variance", "--start", "--gamma-start"):
+        assert option in text
+    assert "(default: 4)" in text and "else 100" in text and "not the paper" in text
+    assert "(default: None)" not in text
+
+
+def test_clip_y0_reaches_the_sampler_from_the_caller_the_model_file_and_the_command(tmp_path, monkeypatch):
+    import sr3_edu.upscale as up
+
+    seen = []
+    real = up.sample
+
+    def spy(*args, **kw):
+        seen.append(kw["clip_y0"])
+        return real(*args, **kw)
+
+    monkeypatch.setattr(up, "sample", spy)
+    x = lr_batch(h=8, w=8)
+    super_resolve(BicubicOracle(), x, scale=4, steps=2)
+    super_resolve(BicubicOracle(), x, scale=4, steps=2, clip_y0=True)
+    super_resolve(BicubicOracle(), x, scale=4, steps=2, info={"inference": {"clip_y0": True}})
+    super_resolve(BicubicOracle(), x, scale=4, steps=2, info={"inference": {"clip_y0": True}}, clip_y0=False)
+    assert seen == [False, True, True, False]
+    ckpt = write_model(tmp_path / "model.pt")
+    src = random_image(tmp_path / "in.png", 8, 8)
+    args = ["upscale", "--checkpoint", str(ckpt), "--input", str(src), "--output", str(tmp_path / "o.png")]
+    assert main(args + ["--steps", "2", "--clip-y0", "on", "--no-progress"]) == 0
+    assert seen[-1] is True
