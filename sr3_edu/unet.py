@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
+import torch.utils.checkpoint
 from torch import Tensor, nn
 
 __all__ = ["SR3UNet", "UNetConfig", "PRESETS", "noise_level_embedding"]
@@ -216,6 +217,10 @@ class SR3UNet(nn.Module):
         nn.init.zeros_(self.conv_out.weight)
         nn.init.zeros_(self.conv_out.bias)
         self.multiple = 2 ** (levels - 1)
+        # Activation checkpointing (training only): keep each stage's input, recompute its activations in the
+        # backward pass. Same gradients, about one more forward pass of compute, far less memory: what lets the
+        # paper-size model train at a useful batch on one GPU. Not part of `config`: it changes no weight or output.
+        self.activation_checkpointing = False
 
     def _stage(self, c_in: int, c_out: int, emb_dim: int, attn: bool) -> nn.ModuleList:
         blocks = [ResBlock(c_in, c_out, emb_dim, self.config.dropout)]
@@ -238,10 +243,16 @@ class SR3UNet(nn.Module):
         return cls(**d)
 
     @staticmethod
-    def _run(blocks: nn.ModuleList, h: Tensor, emb: Tensor) -> Tensor:
+    def _run_stage(blocks: nn.ModuleList, h: Tensor, emb: Tensor) -> Tensor:
         for block in blocks:
             h = block(h, emb) if isinstance(block, ResBlock) else block(h)
         return h
+
+    def _run(self, blocks: nn.ModuleList, h: Tensor, emb: Tensor) -> Tensor:
+        if self.activation_checkpointing and self.training and torch.is_grad_enabled():
+            # use_reentrant=False with the saved RNG state: the recomputation draws the same dropout masks
+            return torch.utils.checkpoint.checkpoint(self._run_stage, blocks, h, emb, use_reentrant=False)
+        return self._run_stage(blocks, h, emb)
 
     def forward(self, x_lr: Tensor, y_t: Tensor, gamma: Tensor) -> Tensor:
         B, C, H, W = y_t.shape

@@ -258,6 +258,15 @@ def test_dataloader_workers_give_the_same_run(tmp_path):
     assert [m["loss"] for m in metrics(tmp_path / "main")] == [m["loss"] for m in metrics(tmp_path / "workers")]
 
 
+def test_activation_checkpointing_trains_the_same_run(tmp_path):
+    run(micro(steps=3), tmp_path / "plain")
+    trainer = run(micro(steps=3, activation_checkpointing=True), tmp_path / "checkpointed")
+    assert trainer.raw.activation_checkpointing and not trainer.ema.activation_checkpointing
+    plain = [m["loss"] for m in metrics(tmp_path / "plain")]
+    checkpointed = [m["loss"] for m in metrics(tmp_path / "checkpointed")]
+    assert checkpointed == pytest.approx(plain, rel=1e-5, abs=1e-7)
+
+
 def test_grad_accumulation_consumes_micro_batches(tmp_path):
     trainer = run(micro(steps=3, grad_accum=2), tmp_path)
     assert trainer.samples_seen == 3 * 2 * 4
