@@ -567,12 +567,15 @@ class Trainer:
 
     # ---------------------------------------------------------------------------------------------- the loop
     def train(self) -> SR3UNet:
-        """Train until ``config.steps``; return the EMA model. Ctrl-C saves ``last.pt`` (single process) first."""
+        """Train until ``config.steps``; return the EMA model. Ctrl-C or SIGTERM (what schedulers send before they stop
+        a job) saves ``last.pt`` (single process) first, then stops."""
         cfg, B = self.config, self.config.batch_size
         batches = self._batches()
         bar = _progress(cfg.steps, self.step, disable=not self.is_main)
         self._seconds_at = time.perf_counter()
         t_log, images, saved_at, loss_sum, updating = time.perf_counter(), 0, self.step, None, False
+        stack = contextlib.ExitStack()
+        stack.enter_context(_sigterm_as_interrupt())
         try:
             while self.step < cfg.steps:
                 self._seed_step()
@@ -616,6 +619,7 @@ class Trainer:
                 print(f"\ninterrupted: saved step {self.step} to {self.ckpt_dir / 'last.pt'}", file=sys.stderr)
             raise
         finally:
+            stack.close()
             bar.close()
             self.seconds_before = self.train_seconds()
             self._seconds_at = None
@@ -1084,6 +1088,27 @@ def _duration(seconds: float) -> str:
     m, s = divmod(int(round(seconds)), 60)
     h, m = divmod(m, 60)
     return f"{h}h {m:02d}m {s:02d}s" if h else f"{m}m {s:02d}s"
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """While training, SIGTERM acts as Ctrl-C: the loop saves its last whole step before the process ends.
+    Only the main thread can set signal handlers; elsewhere this does nothing."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 # ----------------------------------------------------------------------------------------------------- export

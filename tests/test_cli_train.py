@@ -184,6 +184,46 @@ def test_a_run_killed_with_sigkill_resumes_bit_for_bit(tmp_path, image_folder):
     assert not list((killed / "checkpoints").glob("*.tmp*"))
 
 
+def test_sigterm_saves_the_last_whole_step_and_the_run_resumes_bit_for_bit(tmp_path, image_folder):
+    """What a cluster scheduler does before it stops a job: SIGTERM. The run saves, exits, and goes on exactly."""
+    args = micro_args(image_folder, "{out}", "--save-every", "1000", "--threads", "1")
+    at = args.index("{out}")
+
+    def with_out(out, *extra):
+        return [*args[:at], str(out), *args[at + 1 :], *extra]
+
+    ref = run_sr3(*with_out(tmp_path / "straight", "--steps", "12"))
+    assert ref.returncode == 0, ref.stderr[-2000:]
+    stopped = tmp_path / "stopped"
+    child = subprocess.Popen(
+        [sys.executable, "-m", "sr3_edu", *with_out(stopped, "--steps", "100000")],
+        cwd=ROOT,
+        env=subprocess_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            metrics = stopped / "metrics.jsonl"
+            if metrics.is_file() and metrics.read_text().count("\n") >= 4:
+                break
+            time.sleep(0.01)
+        os.kill(child.pid, signal.SIGTERM)
+        _, stderr = child.communicate(timeout=60)
+    finally:
+        child.kill()
+    assert child.returncode == 130, stderr[-2000:]
+    assert "interrupted: saved step" in stderr
+    step = torch.load(stopped / "checkpoints" / "last.pt", weights_only=True)["step"]
+    assert 4 <= step < 12  # no periodic save was due (every 1000): this one came from the signal
+
+    resumed = run_sr3(*with_out(stopped, "--steps", "12", "--resume"))
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert losses(stopped) == losses(tmp_path / "straight")
+
+
 # ---------------------------------------------------------------------------------------------------------- export
 def test_export_writes_a_small_fp16_model_with_metadata(trained, tmp_path, capsys):
     out = tmp_path / "model.pt"
