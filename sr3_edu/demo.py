@@ -24,7 +24,7 @@ import torch
 
 from .checkpoint import CheckpointError, load_model, shipped_model_path
 from .evaluate import evaluate, format_table, load_images
-from .upscale import HelpFormatter, _device
+from .upscale import HelpFormatter, _device, inference_options
 
 __all__ = ["add_arguments", "run", "plot_comparison", "plot_refinement", "train_models"]
 
@@ -228,7 +228,7 @@ def run(args: argparse.Namespace) -> int:
     if reg_info is not None and reg_info["scale"] != info["scale"]:
         raise ValueError(f"the regression model is ×{reg_info['scale']} but the SR3 model is ×{info['scale']}")
 
-    steps = args.steps or (info.get("inference") or {}).get("steps") or 100
+    steps = inference_options(info, steps=args.steps)["steps"]  # the flag, else the model file's, else the default
     result = evaluate(
         model,
         images,

@@ -154,6 +154,18 @@ def _sr3_samples(
     return out.reshape(n, samples, *out.shape[1:]), steps
 
 
+def _timed_scored_samples(model, lr: Tensor, hr: Tensor, samples: int, opts: dict, *, scale: int, **kw):
+    """`_sr3_samples` timed (device synchronised), and every sample scored against its photo: returns
+    (samples (n, K, C, H, W), trajectory or None, seconds, {metric: (n·K,) scores})."""
+    _sync(model)
+    t0 = time.perf_counter()
+    ys, steps_kept = _sr3_samples(model, lr, samples, opts, scale=scale, **kw)
+    _sync(model)
+    elapsed = time.perf_counter() - t0
+    per_sample = score(ys.flatten(0, 1), hr.repeat_interleave(samples, 0), lr.repeat_interleave(samples, 0), scale)
+    return ys, steps_kept, elapsed, per_sample
+
+
 def _means(records: list[dict[str, dict[str, float]]], method: str) -> dict[str, float]:
     rows = [r[method] for r in records if method in r]
     return {k: sum(r[k] for r in rows) / len(rows) for k in METRICS} if rows else {}
@@ -245,11 +257,10 @@ def evaluate(
             put(names, "regression", score(reg, hr, lr, scale), (time.perf_counter() - t0) / n)
             outputs["regression"] = reg
 
-        _sync(sr3_model)
-        t0 = time.perf_counter()
-        ys, steps_kept = _sr3_samples(
+        ys, steps_kept, elapsed, per_sample = _timed_scored_samples(
             sr3_model,
             lr,
+            hr,
             samples,
             opts,
             scale=scale,
@@ -261,10 +272,7 @@ def evaluate(
             tile=tile,
             trajectory=trajectory,
         )
-        _sync(sr3_model)
-        elapsed = time.perf_counter() - t0
         K = samples
-        per_sample = score(ys.flatten(0, 1), hr.repeat_interleave(K, 0), lr.repeat_interleave(K, 0), scale)
         # SR3: the score of each sample, averaged over the K samples
         put(names, "sr3", {k: v.reshape(n, K).mean(1) for k, v in per_sample.items()}, elapsed / (n * K))
         for i, name in enumerate(names):
@@ -430,11 +438,10 @@ def search_schedules(
         for names in groups:
             hr = torch.cat([pairs[n][0] for n in names])
             lr = torch.cat([pairs[n][1] for n in names])
-            _sync(model)
-            t0 = time.perf_counter()
-            ys, _ = _sr3_samples(
+            ys, _, elapsed, s = _timed_scored_samples(
                 model,
                 lr,
+                hr,
                 samples,
                 opts,
                 scale=scale,
@@ -444,9 +451,6 @@ def search_schedules(
                 train_schedule=train_schedule,
                 info=info,
             )
-            _sync(model)
-            elapsed = time.perf_counter() - t0
-            s = score(ys.flatten(0, 1), hr.repeat_interleave(samples, 0), lr.repeat_interleave(samples, 0), scale)
             for k, v in s.items():
                 sums[k] += float(v.sum())
             sums["seconds_per_image"] += elapsed
