@@ -7,7 +7,6 @@ The textbook writes x_0, x_t, ᾱ_t and ε_θ(x_t, t) for y_0, y_t, γ_t and f_�
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -16,7 +15,16 @@ from torch import Tensor
 
 from .schedule import NoiseSchedule
 
-__all__ = ["q_sample", "predict_y0", "loss", "sample", "RefinementStep", "NoiseModel"]
+__all__ = [
+    "q_sample",
+    "predict_y0",
+    "loss",
+    "sample",
+    "refine_step",
+    "step_coefficients",
+    "RefinementStep",
+    "NoiseModel",
+]
 
 
 class NoiseModel(Protocol):
@@ -105,6 +113,80 @@ def _model_device_dtype(model) -> tuple[torch.device, torch.dtype]:
         return torch.device("cpu"), torch.float32
 
 
+def step_coefficients(schedule: NoiseSchedule, variance: Literal["paper", "posterior"] = "paper") -> Tensor:
+    """The scalars of every refinement step, computed once in float64: a (T, 7) table whose row t − 1 holds
+
+        √(1−γ_t), √γ_t, (1−α_t)/√(1−γ_t), √α_t,                       (Algorithm 2's update, eq. 6 for ŷ_0)
+        √γ_{t−1}(1−α_t)/(1−γ_t), √α_t(1−γ_{t−1})/(1−γ_t),             (the posterior mean's weights on ŷ_0, y_t)
+        σ_t                                                              (0 at t = 1: the last step adds no noise)
+
+    with γ_0 = 1. ``variance="paper"`` takes σ_t² = 1 − α_t, ``"posterior"`` σ_t² = (1−γ_{t−1})(1−α_t)/(1−γ_t).
+    The sampler reads its numbers from this table on the model's device, so a step needs no host values.
+    """
+    if variance not in ("paper", "posterior"):
+        raise ValueError(f"variance must be 'paper' or 'posterior', got {variance!r}")
+    a, g = schedule.alphas, schedule.gammas
+    g_prev = torch.cat([g.new_ones(1), g[:-1]])
+    sigma2 = schedule.betas if variance == "paper" else schedule.posterior_variance
+    sigma = sigma2.sqrt()
+    sigma[0] = 0.0
+    return torch.stack(
+        [
+            (1 - g).sqrt(),
+            g.sqrt(),
+            (1 - a) / (1 - g).sqrt(),
+            a.sqrt(),
+            g_prev.sqrt() * (1 - a) / (1 - g),
+            a.sqrt() * (1 - g_prev) / (1 - g),
+            sigma,
+        ],
+        dim=1,
+    )
+
+
+def refine_step(
+    model: NoiseModel,
+    x: Tensor,
+    y_t: Tensor,
+    gamma_t: Tensor,
+    k: Tensor,
+    z: Tensor | None,
+    clip_y0: bool = False,
+) -> tuple[Tensor, Tensor]:
+    """One step of Algorithm 2, t → t − 1, with ``k`` the step's row of `step_coefficients`:
+
+        ε̂ = f_θ(x, y_t, γ_t),   ŷ_0 = (y_t − √(1−γ_t) ε̂) / √γ_t
+        y_{t−1} = 1/√α_t · ( y_t − (1−α_t)/√(1−γ_t) · ε̂ ) + σ_t z
+
+    or, with ``clip_y0``, the same mean written as μ = √γ_{t−1}(1−α_t)/(1−γ_t)·ŷ_0 + √α_t(1−γ_{t−1})/(1−γ_t)·y_t
+    with ŷ_0 clipped to [−1, 1] first. ``z`` is None where no noise is added. Returns (y_{t−1}, ŷ_0 unclipped).
+    A pure function of tensors, so `torch.compile` can make the U-Net and the update one graph.
+    """
+    sqrt_1mg, sqrt_g, eps_coef, sqrt_a, mu_y0, mu_yt, sigma = k.unbind()
+    eps = model(x, y_t, gamma_t)
+    y0_hat = (y_t - sqrt_1mg * eps) / sqrt_g
+    if clip_y0:
+        y = mu_y0 * y0_hat.clamp(-1, 1) + mu_yt * y_t
+    else:
+        y = (y_t - eps_coef * eps) / sqrt_a
+    if z is not None:
+        y = y + sigma * z
+    return y, y0_hat
+
+
+_COMPILED_STEPS: dict[str, object] = {}
+
+
+def _compiled_refine_step(device: torch.device):
+    """`refine_step` under `torch.compile`, one per device type. On CUDA the mode is "reduce-overhead", which
+    records the step as a CUDA graph and replays it: one launch per step and no host synchronisation."""
+    mode = "reduce-overhead" if device.type == "cuda" else None
+    key = device.type
+    if key not in _COMPILED_STEPS:
+        _COMPILED_STEPS[key] = torch.compile(refine_step, mode=mode, dynamic=False)
+    return _COMPILED_STEPS[key]
+
+
 @torch.inference_mode()
 def sample(
     model: NoiseModel,
@@ -118,13 +200,14 @@ def sample(
     progress: bool = False,
     y_T: Tensor | None = None,
     clip_y0: bool = False,
+    compile: bool = False,
 ) -> Tensor | tuple[Tensor, list[RefinementStep]]:
     """Iterative refinement (Algorithm 2): y_T ~ N(0, I), then for t = T, …, 1
 
         y_{t−1} = 1/√α_t · ( y_t − (1−α_t)/√(1−γ_t) · f_θ(x, y_t, γ_t) ) + σ_t · z,   z ~ N(0, I),
 
-    with z = 0 at t = 1. ``variance="paper"`` takes σ_t² = 1 − α_t (the paper; textbook β_t);
-    ``variance="posterior"`` takes σ_t² = (1−γ_{t−1})(1−α_t)/(1−γ_t), the textbook's σ_q(t)²
+    with z = 0 at t = 1 (one step is `refine_step`). ``variance="paper"`` takes σ_t² = 1 − α_t (the paper;
+    textbook β_t); ``variance="posterior"`` takes σ_t² = (1−γ_{t−1})(1−α_t)/(1−γ_t), the textbook's σ_q(t)²
     and the reference code's choice.
 
     ``schedule`` is the *inference* schedule; it need not be the one the model was trained with.
@@ -132,27 +215,39 @@ def sample(
     also returns every step as `RefinementStep`; an int k keeps every k-th step (plus y_T and y_0).
     ``y_T`` replaces the initial N(0, I) draw (used by the part-way "bicubic" start).
     ``clip_y0=True`` is the reference implementation's variant, not the paper's: it takes the same step written as
-    the posterior mean μ(ŷ_0, y_t) = √γ_{t−1}(1−α_t)/(1−γ_t)·ŷ_0 + √α_t(1−γ_{t−1})/(1−γ_t)·y_t (identical to the
-    update above) but with ŷ_0 clipped to the image range [−1, 1] first, which stops early, very noisy steps from
+    the posterior mean with ŷ_0 clipped to the image range [−1, 1] first, which stops early, very noisy steps from
     pushing the colours out of range.
     Every random draw comes from ``generator``, so a seed fixes the image.
+
+    ``compile=True`` runs each step through `torch.compile` (U-Net and update fused; a CUDA graph on a GPU), with
+    the step's numbers read from a table on the device and each step's noise drawn on the device. It pays once
+    the first call's compilation (tens of seconds) is spread over many steps or images. On a GPU its noise comes
+    from a device generator seeded from ``generator``, so a seed still fixes the image, but not the same image
+    as the eager sampler's; on the CPU both draw the same noise.
     """
-    if variance not in ("paper", "posterior"):
-        raise ValueError(f"variance must be 'paper' or 'posterior', got {variance!r}")
     if x_lr.dim() != 4:
         raise ValueError(f"x_lr must be a batch (B, C, h, w), got shape {tuple(x_lr.shape)}")
+    coefficients = step_coefficients(schedule, variance)
     device, dtype = _model_device_dtype(model)
     x = x_lr.to(device=device, dtype=dtype)
     B, C, h, w = x.shape
     shape = (B, C, h * scale, w * scale)
 
-    # Coefficients in float64 on the host, once: no per-step host/device synchronisation.
-    alphas = schedule.alphas.tolist()
-    gammas = schedule.gammas.tolist()
-    sigma2 = (schedule.betas if variance == "paper" else schedule.posterior_variance).tolist()
+    # Every step's numbers on the device, made once: reading row t − 1 is a view, not a host → device copy.
+    k_dev = coefficients.to(device=device, dtype=dtype)
     gammas_dev = schedule.gammas.to(device=device, dtype=dtype)
+    gammas = schedule.gammas.tolist()
 
     y = _randn(shape, generator, device, dtype) if y_T is None else y_T.to(device, dtype).clone()
+    step = refine_step
+    noise_generator = generator
+    if compile:
+        step = _compiled_refine_step(device)
+        if generator is not None and generator.device != device:
+            # Noise drawn where the model runs (no host work per step), from a seed taken from ``generator``.
+            seed = int(torch.randint(2**62, (1,), generator=generator, device=generator.device))
+            noise_generator = torch.Generator(device=device).manual_seed(seed)
+        no_noise = torch.zeros(shape, device=device, dtype=dtype)  # z at t = 1: the same graph for every step
     stride = int(return_trajectory) if return_trajectory is not True else 1
     keep = stride > 0
     trajectory: list[RefinementStep] = []
@@ -163,23 +258,19 @@ def sample(
 
         steps = tqdm(steps, desc="refining", unit="step", leave=False)
     for t in steps:
-        a, g = alphas[t - 1], gammas[t - 1]
         gamma_t = gammas_dev[t - 1].expand(B)
-        eps = model(x, y, gamma_t)
-        if keep and (t == schedule.T or t % stride == 0):
-            y0_hat = (y - math.sqrt(1 - g) * eps) / math.sqrt(g)
-            trajectory.append(RefinementStep(t, g, y.float().cpu(), y0_hat.float().cpu()))
-        if clip_y0:
-            g_prev = gammas[t - 2] if t > 1 else 1.0
-            y0_hat = ((y - math.sqrt(1 - g) * eps) / math.sqrt(g)).clamp(-1, 1)
-            # μ = √γ_{t−1}(1−α_t)/(1−γ_t) ŷ_0 + √α_t(1−γ_{t−1})/(1−γ_t) y_t
-            y = (math.sqrt(g_prev) * (1 - a) / (1 - g)) * y0_hat + (math.sqrt(a) * (1 - g_prev) / (1 - g)) * y
-        else:
-            # y_{t−1} = (y_t − (1−α_t)/√(1−γ_t) · ε̂) / √α_t
-            y = (y - ((1 - a) / math.sqrt(1 - g)) * eps) / math.sqrt(a)
-        if t > 1:
-            # + σ_t z
-            y = y + math.sqrt(sigma2[t - 1]) * _randn(shape, generator, device, dtype)
+        z = _randn(shape, noise_generator, device, dtype) if t > 1 else None
+        if compile:
+            if device.type == "cuda":
+                torch.compiler.cudagraph_mark_step_begin()  # the last step's output is this step's input
+            z = no_noise if z is None else z
+        kept = keep and (t == schedule.T or t % stride == 0)
+        y_kept = y.float().cpu() if kept else None  # before the step: a CUDA graph reuses y's memory
+        y, y0_hat = step(model, x, y, gamma_t, k_dev[t - 1], z, clip_y0)
+        if kept:
+            trajectory.append(RefinementStep(t, gammas[t - 1], y_kept, y0_hat.float().cpu()))
+    if compile and device.type == "cuda":
+        y = y.clone()  # the graph's output memory is reused by its next replay, so hand back a copy
     if keep:
         trajectory.append(RefinementStep(0, 1.0, y.float().cpu(), None))
         return y, trajectory

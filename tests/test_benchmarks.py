@@ -156,7 +156,7 @@ def test_cpu_benchmark_compiled_sampler_reports_its_compile_time(tmp_path):
     (r,) = json.loads(out.read_text())["results"]
     assert r["variant"] == "contiguous, compiled sampler"
     assert r["compile_s"] > 0 and r["sample_s_per_step_img"] > 0
-    assert "First call of the compiled U-Net" in proc.stdout
+    assert "First call of the compiled sampler step" in proc.stdout
 
 
 @pytest.mark.slow
@@ -172,4 +172,5 @@ def test_gpu_benchmark_code_runs_end_to_end_on_the_cpu(tmp_path):
     assert phases["fit"]["batch"] == 2
     assert phases["fast"]["img_per_s"] > 0 and phases["eager_fp32"]["img_per_s"] > 0
     assert phases["sample"]["output_finite"] is True and phases["sample"]["steps"] == 2
+    assert phases["sample"]["eager"]["s_per_step"] > 0 and phases["sample"]["compiled"] == {"skipped": "--no-compile"}
     assert result["gflop_fwd_per_img"] > 0
