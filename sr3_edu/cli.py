@@ -17,6 +17,7 @@ COMMANDS = {
     "evaluate": ("sr3_edu.evaluate", "score bicubic, regression, SR3 and the mean of SR3 samples on held-out photos"),
     "export": ("sr3_edu.train", "turn a training checkpoint into a small model file (EMA weights, fp16)"),
     "search": ("sr3_edu.evaluate", "grid-search inference schedules on the validation photos"),
+    "diagnose": ("sr3_edu.diagnose", "the noise estimate's errors at fixed γ and the drift of a chain from noise"),
 }
 
 
