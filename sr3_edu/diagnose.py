@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 
 from .diffusion import q_sample
+from .evaluate import _load_sr3, load_images, prepare_pair
 from .images import to_tensor
 from .upscale import HelpFormatter, _device, super_resolve
 
@@ -117,8 +118,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .evaluate import _load_sr3, load_images, prepare_pair
-
     try:
         gammas = [float(g) for g in args.gammas.split(",") if g.strip()]
     except ValueError as e:
