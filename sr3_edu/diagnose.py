@@ -19,9 +19,8 @@ import sys
 import torch
 from torch import Tensor
 
-from .diffusion import q_sample
-from .evaluate import _load_sr3, load_images, prepare_pair
-from .images import to_tensor
+from .diffusion import _model_device_dtype, q_sample
+from .evaluate import _load_sr3, load_images, tensor_pairs
 from .upscale import HelpFormatter, _device, super_resolve
 
 __all__ = ["noise_estimate_errors", "chain_drift", "add_arguments", "run"]
@@ -40,8 +39,7 @@ def noise_estimate_errors(
     x fixes the photo's mean, so an exact estimate takes such an offset for noise: 1/√(1−γ) (``mean_response_exact``);
     a network that takes it for signal lets the mean of a chain wander. ``hr`` (B, C, H, W) and ``lr``
     (B, C, H/s, W/s) in [−1, 1]; ``repeats`` draws of ε per γ."""
-    p = next(model.parameters(), None) if hasattr(model, "parameters") else None
-    device = p.device if p is not None else torch.device("cpu")
+    device, _ = _model_device_dtype(model)
     gen = torch.Generator().manual_seed(seed)
     hr, lr = hr.to(device), lr.to(device)
     rows = []
@@ -128,12 +126,12 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("--repeats and --steps must be at least 1")
     model, info = _load_sr3(args.checkpoint, _device(args.device))
     scale = info["scale"]
-    pairs = [prepare_pair(img, scale, args.crop) for img in load_images(args.data).values()]
-    small = [hr.size for hr, _ in pairs if hr.size != (args.crop, args.crop)]
+    pairs = tensor_pairs(load_images(args.data), scale, args.crop)
+    small = [f"{hr.shape[-1]}×{hr.shape[-2]}" for hr, _ in pairs.values() if hr.shape[-2:] != (args.crop, args.crop)]
     if small:
         raise ValueError(f"every photo must be at least {args.crop}×{args.crop} (found {small[0]}); lower --crop")
-    hr = torch.stack([to_tensor(h) for h, _ in pairs])
-    lr = torch.stack([to_tensor(x) for _, x in pairs])
+    hr = torch.cat([h for h, _ in pairs.values()])
+    lr = torch.cat([x for _, x in pairs.values()])
     errors = noise_estimate_errors(model, hr, lr, gammas, repeats=args.repeats, seed=args.seed)
     drift = chain_drift(model, lr, info, steps=args.steps, every=max(1, args.steps // 10), seed=args.seed)
     print(format_report(errors, drift, hr.mean().item()))

@@ -52,6 +52,7 @@ __all__ = [
     "METHODS",
     "METRICS",
     "prepare_pair",
+    "tensor_pairs",
     "score",
     "evaluate",
     "format_table",
@@ -85,6 +86,17 @@ def prepare_pair(img: Image.Image, scale: int, crop: int | None = None) -> tuple
         raise ValueError(f"an image of {img.width}×{img.height} is smaller than the scale {scale}")
     hr = img.crop((0, 0, W, H))
     return hr, downscale_pil(hr, scale)
+
+
+def tensor_pairs(
+    images: dict[str, Image.Image], scale: int, crop: int | None = None
+) -> dict[str, tuple[Tensor, Tensor]]:
+    """name → (y, x) as (1, C, H, W) and (1, C, H/s, W/s) tensors in [−1, 1], each made by `prepare_pair`."""
+    pairs = {}
+    for name, img in images.items():
+        hr, lr = prepare_pair(img, scale, crop)
+        pairs[name] = (to_tensor(hr)[None], to_tensor(lr)[None])
+    return pairs
 
 
 def score(out: Tensor, hr: Tensor, lr: Tensor, scale: int) -> dict[str, Tensor]:
@@ -222,10 +234,7 @@ def evaluate(
     )
     generator = torch.Generator().manual_seed(int(seed))
 
-    pairs: dict[str, tuple[Tensor, Tensor]] = {}
-    for name, img in images.items():
-        hr, lr = prepare_pair(img, scale, crop)
-        pairs[name] = (to_tensor(hr)[None], to_tensor(lr)[None])
+    pairs = tensor_pairs(images, scale, crop)
 
     records: dict[str, dict[str, dict[str, float]]] = {name: {} for name in pairs}
     tensors: dict[str, dict[str, Any]] = {name: {} for name in pairs}
@@ -424,10 +433,7 @@ def search_schedules(
     candidates = candidates if candidates is not None else default_candidates()
     if not candidates:
         raise ValueError("no candidate schedules to search")
-    pairs = {}
-    for name, img in images.items():
-        hr, lr = prepare_pair(img, scale, crop)
-        pairs[name] = (to_tensor(hr)[None], to_tensor(lr)[None])
+    pairs = tensor_pairs(images, scale, crop)
     groups = _groups(pairs)
     rows = []
     cands = candidates
