@@ -70,20 +70,30 @@ def loss(
     schedule: NoiseSchedule,
     p: int = 1,
     generator: torch.Generator | None = None,
+    offset_noise: float = 0.0,
 ) -> Tensor:
     """E ‖ f_θ(x, √γ·y_0 + √(1−γ)·ε, γ) − ε ‖_p^p, averaged over elements (Algorithm 1).
 
     γ ~ p(γ) (one continuous level per example, `NoiseSchedule.sample_gamma`), ε ~ N(0, I).
     p = 1 is the paper's choice for its best models ("L1 gives slightly better FID", Table 5);
     p = 2 with a discrete uniform t is the textbook's / DDPM's L_simple.
+
+    ``offset_noise`` s > 0 is *not* the paper's: ε ← ε + s·ε_c with one ε_c ~ N(0, 1) per (image, channel), so the
+    network sees image-wide offsets of the noise during training (Guttenberg 2023); the noise is then no longer
+    i.i.d. N(0, I), which Algorithm 2 assumes.
     """
     if p not in (1, 2):
         raise ValueError(f"p must be 1 (L1) or 2 (L2), got {p!r}")
+    if offset_noise < 0:
+        raise ValueError(f"offset_noise must be ≥ 0, got {offset_noise!r}")
     B = y0.shape[0]
     # γ ~ p(γ)
     gamma = schedule.sample_gamma(B, generator=generator).to(device=y0.device, dtype=y0.dtype)
     # ε ~ N(0, I)
     eps = _randn(y0.shape, generator, y0.device, y0.dtype)
+    if offset_noise:
+        # ε + s·ε_c, ε_c ~ N(0, 1) per (image, channel)
+        eps = eps + offset_noise * _randn((*y0.shape[:2], 1, 1), generator, y0.device, y0.dtype)
     # ỹ = √γ y_0 + √(1−γ) ε
     y_noisy = q_sample(y0, gamma, eps)
     eps_hat = model(x_lr, y_noisy, gamma)

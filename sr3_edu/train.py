@@ -118,6 +118,9 @@ class TrainConfig:
     """"sr3" (predict the noise ε, Algorithm 1) or "regression" (predict y_0 from x directly, the paper's baseline)."""
     loss_p: int = 1
     """The norm of the loss ‖·‖_p^p: 1 (the paper's best models, Table 5) or 2 (DDPM's L_simple)."""
+    offset_noise: float = 0.0
+    """Not the paper's: add s·N(0, 1) per (image, channel) to the training noise ε ("offset noise", Guttenberg 2023;
+    0.1 is the usual value); 0, the default, is Algorithm 1's i.i.d. N(0, I). Ignored by the regression objective."""
     T: int = 2000
     """Steps of the training noise schedule (the paper: T = 2000)."""
     beta_start: float = 1e-6
@@ -238,6 +241,7 @@ class TrainConfig:
             self.objective in ("sr3", "regression"), f"objective must be 'sr3' or 'regression', got {self.objective!r}"
         )
         need(self.loss_p in (1, 2), f"loss_p must be 1 (L1) or 2 (L2), got {self.loss_p!r}")
+        need(self.offset_noise >= 0, f"offset_noise must be ≥ 0 (0 turns it off), got {self.offset_noise!r}")
         for name in ("T", "hr_size", "scale", "batch_size", "grad_accum", "steps", "log_every", "sample_steps"):
             integer(name, 1)
         for name in ("warmup", "seed", "save_every", "keep_every", "sample_every", "sample_images"):
@@ -441,13 +445,17 @@ def _set_rng_state(state: dict[str, Any]) -> None:
 
 
 def _unet_mismatch(have: dict, want: dict) -> list[str]:
-    def norm(v):
+    # a field missing from an older file has its default (e.g. parametrisation "eps")
+    defaults = UNetConfig().to_dict()
+
+    def norm(d: dict, k: str):
+        v = d.get(k, defaults.get(k))
         return list(v) if isinstance(v, (list, tuple)) else v
 
     return [
-        f"{k}: {norm(have.get(k))} vs {norm(want.get(k))}"
+        f"{k}: {norm(have, k)} vs {norm(want, k)}"
         for k in sorted(set(have) | set(want))
-        if norm(have.get(k)) != norm(want.get(k))
+        if norm(have, k) != norm(want, k)
     ]
 
 
@@ -630,7 +638,9 @@ class Trainer:
         cfg = self.config
         if cfg.objective == "regression":
             return regression_loss(self.model, x_lr, y0, p=cfg.loss_p)
-        return diffusion.loss(self.model, x_lr, y0, self.schedule, p=cfg.loss_p, generator=self.noise_gen)
+        return diffusion.loss(
+            self.model, x_lr, y0, self.schedule, p=cfg.loss_p, generator=self.noise_gen, offset_noise=cfg.offset_noise
+        )
 
     @torch.no_grad()
     def _update_ema(self) -> None:
@@ -978,6 +988,7 @@ _FLAGS: list[tuple[str, str, Any, str]] = [
     ("--sample-every", "sample_every", int, "steps between validation sample grids in samples/ (0: never)"),
     ("--sample-steps", "sample_steps", int, "refinement steps of those samples"),
     ("--loss-p", "loss_p", int, "1 for the L1 loss (the paper), 2 for L2 (DDPM)"),
+    ("--offset-noise", "offset_noise", float, "add s·N(0,1) per image and channel to the noise ε (not the paper's)"),
 ]
 _SWITCHES: list[tuple[str, str, str]] = [
     ("--compile", "compile", "torch.compile the U-Net"),

@@ -13,6 +13,19 @@ and **concatenated** with y_t along channels (3 + 3 = 6 channels for RGB). The n
 continuous scalar per example, never the step index t — enters every residual block through a
 sinusoidal embedding and an MLP that produce a FiLM scale and shift.
 
+What the network returns is always an estimate ε̂ of the noise, so the paper's loss ‖f_θ − ε‖ (Algorithm 1) and
+its sampler (Algorithm 2) use it as written. How the U-Net body's output F becomes ε̂ is `UNetConfig.parametrisation`:
+
+* ``"eps"``: ε̂ = F (DDPM, the paper).
+* ``"v"``: ε̂ = √γ·F + √(1−γ)·y_t, so F estimates v = √γ·ε − √(1−γ)·y_0 (Salimans & Ho 2022, App. D). Why:
+  the body's GroupNorms subtract spatial means, so F barely moves when a constant is added to y_t; an exact ε̂
+  moves by 1/√(1−γ) per unit of such an offset (whatever of y_t the photo x does not explain is noise). With
+  ε̂ = F the image-wide mean of a chain from pure noise is an unstable mode and drifts; the skip term
+  √(1−γ)·y_t gives the right response, ≈ 1, at the high noise levels where the drift starts.
+* ``"mean"``: ε̂ = (F − F̄) + a(γ)·(ȳ_t − √γ·x̄)/√(1−γ) + c(γ), where F̄, ȳ_t and x̄ are the per-channel spatial
+  means of F, y_t and the enlarged x, and a, c come from the noise embedding (a starts at 1, c at 0): the
+  image-wide mean of ε̂ is taken from a small head that sees the means, the rest from the U-Net.
+
 Levels: level 0 runs at the full output resolution and each further level halves it, so a model
 trained on 64×64 crops runs on any image whose sides are divisible by 2^(levels−1).
 """
@@ -27,7 +40,10 @@ import torch.nn.functional as F
 import torch.utils.checkpoint
 from torch import Tensor, nn
 
-__all__ = ["SR3UNet", "UNetConfig", "PRESETS", "noise_level_embedding"]
+__all__ = ["SR3UNet", "UNetConfig", "PRESETS", "PARAMETRISATIONS", "noise_level_embedding"]
+
+PARAMETRISATIONS = ("eps", "v", "mean")
+"""The values of `UNetConfig.parametrisation`."""
 
 NOISE_LEVEL_SCALE = 1000.0
 """The embedding sees √γ · 1000 (see `noise_level_embedding`)."""
@@ -133,12 +149,20 @@ class UNetConfig:
     """Dropout inside residual blocks (the paper: 0.2 for 16→128, none otherwise)."""
     head_channels: int = 32
     """Channels per attention head."""
+    parametrisation: str = "eps"
+    """How the body's output F becomes ε̂: "eps" (ε̂ = F, the paper), "v" (ε̂ = √γ·F + √(1−γ)·y_t) or "mean" (F's
+    spatial mean replaced by a head on the means of y_t and x); see the module docstring. Model files from before
+    this field have none and load as "eps"."""
 
     def __post_init__(self) -> None:
         self.channel_mults = tuple(int(m) for m in self.channel_mults)
         self.attn_levels = tuple(int(a) for a in self.attn_levels)
         if any(a < 0 or a >= len(self.channel_mults) for a in self.attn_levels):
             raise ValueError(f"attn_levels {self.attn_levels} must be within 0..{len(self.channel_mults) - 1}")
+        if self.parametrisation not in PARAMETRISATIONS:
+            raise ValueError(
+                f"parametrisation must be one of {', '.join(PARAMETRISATIONS)}, got {self.parametrisation!r}"
+            )
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -173,10 +197,18 @@ class SR3UNet(nn.Module):
         attn_levels: tuple[int, ...] = (3,),
         dropout: float = 0.0,
         head_channels: int = 32,
+        parametrisation: str = "eps",
     ):
         super().__init__()
         self.config = UNetConfig(
-            in_channels, base_channels, tuple(channel_mults), num_res_blocks, tuple(attn_levels), dropout, head_channels
+            in_channels,
+            base_channels,
+            tuple(channel_mults),
+            num_res_blocks,
+            tuple(attn_levels),
+            dropout,
+            head_channels,
+            parametrisation,
         )
         cfg = self.config
         emb_dim = 4 * base_channels
@@ -216,6 +248,11 @@ class SR3UNet(nn.Module):
         self.conv_out = nn.Conv2d(ch, in_channels, 3, padding=1)
         nn.init.zeros_(self.conv_out.weight)
         nn.init.zeros_(self.conv_out.bias)
+        if parametrisation == "mean":
+            # a(γ) − 1 and c(γ) per channel from the embedding; zero at the start, so a = 1 and c = 0
+            self.mean_head = nn.Linear(emb_dim, 2 * in_channels)
+            nn.init.zeros_(self.mean_head.weight)
+            nn.init.zeros_(self.mean_head.bias)
         self.multiple = 2 ** (levels - 1)
         # Activation checkpointing (training only): keep each stage's input, recompute its activations in the
         # backward pass. Same gradients, about one more forward pass of compute, far less memory: what lets the
@@ -255,6 +292,7 @@ class SR3UNet(nn.Module):
         return self._run_stage(blocks, h, emb)
 
     def forward(self, x_lr: Tensor, y_t: Tensor, gamma: Tensor) -> Tensor:
+        """ε̂ = f_θ(x, y_t, γ), (B, C, H, W): the U-Net body's output F turned into ε̂ by `_to_eps`."""
         B, C, H, W = y_t.shape
         if H % self.multiple or W % self.multiple:
             raise ValueError(
@@ -282,4 +320,22 @@ class SR3UNet(nn.Module):
                 h = self._run(blocks, h, emb)
             else:
                 h = self._run(blocks, torch.cat([h, hs.pop()], dim=1), emb)
-        return self.conv_out(F.silu(self.norm_out(h)))  # (B, C, H, W)
+        out = self.conv_out(F.silu(self.norm_out(h)))  # F: (B, C, H, W)
+        return self._to_eps(out, x_up, y_t, gamma, emb)
+
+    def _to_eps(self, out: Tensor, x_up: Tensor, y_t: Tensor, gamma: Tensor, emb: Tensor) -> Tensor:
+        """The body's output F → ε̂ by `UNetConfig.parametrisation` (float32 under autocast too; y_t's dtype out)."""
+        kind = self.config.parametrisation
+        if kind == "eps":
+            return out  # ε̂ = F
+        g = gamma.reshape(-1, 1, 1, 1)
+        if kind == "v":
+            # ε̂ = √γ·F + √(1−γ)·y_t   (F estimates v = √γ·ε − √(1−γ)·y_0)
+            return (g.sqrt() * out.float() + (1 - g).sqrt() * y_t.float()).to(y_t.dtype)
+        # "mean": ε̂ = (F − F̄) + a(γ)·(ȳ_t − √γ·x̄)/√(1−γ) + c(γ)
+        a, c = self.mean_head(emb).float()[:, :, None, None].chunk(2, dim=1)  # (B, C, 1, 1) each
+        y_mean = y_t.float().mean(dim=(2, 3), keepdim=True)
+        x_mean = x_up.float().mean(dim=(2, 3), keepdim=True)
+        eps_mean = (1 + a) * (y_mean - g.sqrt() * x_mean) / (1 - g).sqrt() + c
+        out = out.float()
+        return (out - out.mean(dim=(2, 3), keepdim=True) + eps_mean).to(y_t.dtype)
