@@ -164,6 +164,8 @@ def load_model(path: str | Path | None = None, device: str | torch.device = "cpu
     model = _build(obj["unet"], state, path, device)
     info = {
         "objective": obj.get("objective", "sr3"),
+        # how f_θ turns the U-Net's output into ε̂ ("eps" for files from before the field existed)
+        "parametrisation": model.config.parametrisation,
         "scale": int(obj["scale"]),
         "inference": dict(obj.get("inference", {})),
         "meta": dict(obj.get("meta", {})),

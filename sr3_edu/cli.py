@@ -18,6 +18,7 @@ COMMANDS = {
     "export": ("sr3_edu.train", "turn a training checkpoint into a small model file (EMA weights, fp16)"),
     "search": ("sr3_edu.evaluate", "grid-search inference schedules on the validation photos"),
     "diagnose": ("sr3_edu.diagnose", "the noise estimate's errors at fixed γ and the drift of a chain from noise"),
+    "photos": ("sr3_edu.photos", "gather the built-in training photos and Debian's wallpaper photos into a folder"),
 }
 
 

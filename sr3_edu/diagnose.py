@@ -135,5 +135,9 @@ def run(args: argparse.Namespace) -> int:
     errors = noise_estimate_errors(model, hr, lr, gammas, repeats=args.repeats, seed=args.seed)
     drift = chain_drift(model, lr, info, steps=args.steps, every=max(1, args.steps // 10), seed=args.seed)
     print(format_report(errors, drift, hr.mean().item()))
-    print(f"{info['path']}: {len(pairs)} photos, {args.crop}×{args.crop}", file=sys.stderr)
+    print(
+        f"{info['path']} ({info.get('parametrisation', 'eps')}-parametrised f_θ): {len(pairs)} photos, "
+        f"{args.crop}×{args.crop}",
+        file=sys.stderr,
+    )
     return 0

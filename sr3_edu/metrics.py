@@ -19,7 +19,7 @@ from torch import Tensor
 
 from .images import downscale
 
-__all__ = ["psnr", "psnr_y", "ssim", "consistency", "detail_ratio", "to_unit", "rgb_to_y"]
+__all__ = ["psnr", "psnr_y", "ssim", "consistency", "color_error", "detail_ratio", "to_unit", "rgb_to_y"]
 
 
 def to_unit(x: Tensor) -> Tensor:
@@ -142,6 +142,17 @@ def consistency(sr: Tensor, x_lr: Tensor, scale: int) -> Tensor:
         )
     # MSE(D(ŷ), x) · 10⁵
     return (down - x01).square().mean(dim=(1, 2, 3)) * 1e5
+
+
+def color_error(sr: Tensor, hr: Tensor) -> Tensor:
+    """Mean colour error: (1/C) Σ_c |mean(ŷ_c) − mean(y_c)| per image, pixels in [0, 1].
+
+    The image-wide colour a chain lands on, apart from any detail: a chain from pure noise whose mean drifts
+    (`sr3_edu.diagnose`) scores tenths; bicubic, which keeps the input's mean, scores about 10⁻³ or less.
+    """
+    sr, hr = _pair(sr, hr)
+    diff = sr.mean(dim=(2, 3)) - hr.mean(dim=(2, 3))  # (B, C), both already on [0, 1]
+    return diff.abs().mean(dim=1)
 
 
 def _high_frequency_energy(x01: Tensor, cutoff: float) -> Tensor:

@@ -69,8 +69,8 @@ from .checkpoint import FORMAT, VERSION, CheckpointError, load_checkpoint, model
 from .images import to_image, upscale_bicubic
 from .regression import regress, regression_loss
 from .schedule import NoiseSchedule
+from .unet import PARAMETRISATIONS, SR3UNet, UNetConfig
 from .unet import PRESETS as UNET_PRESETS
-from .unet import SR3UNet, UNetConfig
 
 __all__ = [
     "TrainConfig",
@@ -1031,6 +1031,13 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
             flag, action=argparse.BooleanOptionalAction, default=S, help=f"{text} ({_preset_values(name)})"
         )
     parser.add_argument(
+        "--parametrisation",
+        choices=list(PARAMETRISATIONS),
+        default=S,
+        help="how the U-Net's output becomes ε̂: eps (ε̂ = F, the paper), v (ε̂ = √γ·F + √(1−γ)·y_t) or mean "
+        f"(see sr3_edu.unet) (default: {UNET_PRESETS['tiny'].parametrisation} in every U-Net preset)",
+    )
+    parser.add_argument(
         "--unet-config",
         default=S,
         metavar="JSON",
@@ -1080,6 +1087,9 @@ def run_train(args: argparse.Namespace) -> int:
         base = TrainConfig.preset(preset) if preset else TrainConfig.from_dict(ckpt["config"])
     else:
         base = TrainConfig.preset(preset or "tiny")
+    if hasattr(args, "parametrisation"):  # one U-Net field, on top of whatever else the run changes
+        overrides = given.get("unet_overrides", base.unet_overrides)
+        given["unet_overrides"] = {**overrides, "parametrisation": args.parametrisation}
     config = dataclasses.replace(base, **given)
     config.command = _command_line(given)
     with Trainer(config, out, resume=args.resume, _checkpoint=ckpt) as trainer:

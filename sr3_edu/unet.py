@@ -40,7 +40,15 @@ import torch.nn.functional as F
 import torch.utils.checkpoint
 from torch import Tensor, nn
 
-__all__ = ["SR3UNet", "UNetConfig", "PRESETS", "PARAMETRISATIONS", "noise_level_embedding"]
+__all__ = [
+    "SR3UNet",
+    "UNetConfig",
+    "PRESETS",
+    "PARAMETRISATIONS",
+    "noise_level_embedding",
+    "eps_from_v",
+    "eps_with_mean_head",
+]
 
 PARAMETRISATIONS = ("eps", "v", "mean")
 """The values of `UNetConfig.parametrisation`."""
@@ -63,6 +71,30 @@ def noise_level_embedding(gamma: Tensor, dim: int, scale: float = NOISE_LEVEL_SC
     c = scale * gamma.float().clamp(min=0).sqrt()
     angles = c[:, None] * freqs[None, :]  # (B, dim/2)
     return torch.cat([angles.sin(), angles.cos()], dim=1)  # (B, dim)
+
+
+def eps_from_v(v: Tensor, y_t: Tensor, gamma: Tensor) -> Tensor:
+    """ε̂ = √γ·v̂ + √(1−γ)·y_t: the noise estimate of a network whose body estimates v = √γ·ε − √(1−γ)·y_0.
+
+    Exact for an exact v̂: with y_t = √γ·y_0 + √(1−γ)·ε, √γ·v + √(1−γ)·y_t = γ·ε + (1−γ)·ε = ε (Salimans & Ho 2022,
+    App. D). An offset δ added to y_t that v̂ does not see moves ε̂ by √(1−γ)·δ, close to the exact 1/√(1−γ)·δ
+    wherever γ is small, that is at high noise. ``gamma``: (B,) or a scalar.
+    """
+    g = torch.as_tensor(gamma, device=y_t.device, dtype=y_t.dtype).reshape(-1, 1, 1, 1)
+    return g.sqrt() * v + (1 - g).sqrt() * y_t
+
+
+def eps_with_mean_head(f: Tensor, y_t: Tensor, x_up: Tensor, gamma: Tensor, a: Tensor, c: Tensor) -> Tensor:
+    """ε̂ = (F − F̄) + a·(ȳ_t − √γ·x̄)/√(1−γ) + c, bars the per-channel spatial means, a and c of shape (B, C, 1, 1).
+
+    With a = 1, c = 0 and x̄ = ȳ_0 the mean part is exact: ȳ_t = √γ·ȳ_0 + √(1−γ)·ε̄ solved for ε̄. So the
+    image-wide mean of ε̂ comes from this head, whatever the U-Net body F does with means; the network learns a, c
+    (from the noise embedding) to correct for x̄ ≠ ȳ_0 and for how much of ȳ_t's offset is noise.
+    """
+    g = torch.as_tensor(gamma, device=y_t.device, dtype=y_t.dtype).reshape(-1, 1, 1, 1)
+    y_mean = y_t.mean(dim=(2, 3), keepdim=True)
+    x_mean = x_up.mean(dim=(2, 3), keepdim=True)
+    return f - f.mean(dim=(2, 3), keepdim=True) + a * (y_mean - g.sqrt() * x_mean) / (1 - g).sqrt() + c
 
 
 def _groups(ch: int) -> int:
@@ -328,14 +360,7 @@ class SR3UNet(nn.Module):
         kind = self.config.parametrisation
         if kind == "eps":
             return out  # ε̂ = F
-        g = gamma.reshape(-1, 1, 1, 1)
         if kind == "v":
-            # ε̂ = √γ·F + √(1−γ)·y_t   (F estimates v = √γ·ε − √(1−γ)·y_0)
-            return (g.sqrt() * out.float() + (1 - g).sqrt() * y_t.float()).to(y_t.dtype)
-        # "mean": ε̂ = (F − F̄) + a(γ)·(ȳ_t − √γ·x̄)/√(1−γ) + c(γ)
+            return eps_from_v(out.float(), y_t.float(), gamma).to(y_t.dtype)
         a, c = self.mean_head(emb).float()[:, :, None, None].chunk(2, dim=1)  # (B, C, 1, 1) each
-        y_mean = y_t.float().mean(dim=(2, 3), keepdim=True)
-        x_mean = x_up.float().mean(dim=(2, 3), keepdim=True)
-        eps_mean = (1 + a) * (y_mean - g.sqrt() * x_mean) / (1 - g).sqrt() + c
-        out = out.float()
-        return (out - out.mean(dim=(2, 3), keepdim=True) + eps_mean).to(y_t.dtype)
+        return eps_with_mean_head(out.float(), y_t.float(), x_up.float(), gamma, 1 + a, c).to(y_t.dtype)

@@ -527,7 +527,8 @@ def run(args: argparse.Namespace) -> int:
         "regression"
         if info["objective"] == "regression"
         else (
-            f"SR3, {opts['steps']} steps, variance={opts['variance']}, start={opts['start']}"
+            f"SR3 ({info.get('parametrisation', 'eps')}-parametrised f_θ), {opts['steps']} steps, "
+            f"variance={opts['variance']}, start={opts['start']}"
             + (f" (γ_start={opts['gamma_start']})" if opts["start"] == "bicubic" else "")
             + (", ŷ_0 clipped" if opts["clip_y0"] else "")
         )

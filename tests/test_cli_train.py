@@ -279,3 +279,16 @@ def test_export_options_and_refusals(trained, tmp_path, capsys):
 
     assert main(["export", "--checkpoint", ckpt, "--out", str(out), "--force"]) == 0
     assert torch.load(out, weights_only=True)["inference"]["steps"] == 100
+
+
+def test_parametrisation_flag_sets_the_unet_field_keeps_other_overrides_and_resume_refuses_a_change(
+    tmp_path, image_folder, capsys
+):
+    out = tmp_path / "run"
+    assert main(micro_args(image_folder, out, "--steps", "2", "--parametrisation", "v")) == 0
+    model, info = load_model(out / "checkpoints" / "last.pt")
+    assert info["parametrisation"] == "v" and model.config.base_channels == MICRO_UNET["base_channels"]
+    capsys.readouterr()
+    assert main(["train", "--out", str(out), "--resume", "--steps", "3", "--parametrisation", "eps"]) == 1
+    assert "parametrisation" in one_error_line(capsys)
+    assert main(["train", "--out", str(out), "--resume", "--steps", "3", "--parametrisation", "v"]) == 0

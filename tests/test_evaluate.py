@@ -204,3 +204,14 @@ def test_search_command_prints_a_ranking_and_the_best_flags(tmp_path, capsys):
     assert len(rows) == 4 and rows[0]["rank"] == 1
     assert main(args[:-2] + ["--variances", "ddim", "--no-progress"]) == 1
     assert "ddim" in capsys.readouterr().err
+
+
+def test_rank_schedules_never_ranks_a_chain_less_consistent_than_bicubic_as_feasible():
+    rows = [
+        {"name": "drifting", "psnr": 30.0, "detail_ratio": 1.0, "consistency": 500.0, "nfe": 100},
+        {"name": "faithful", "psnr": 25.0, "detail_ratio": 0.9, "consistency": 5.0, "nfe": 100},
+    ]
+    ranked = rank_schedules(rows, (0.8, 1.25), max_consistency=10.0)
+    assert [r["name"] for r in ranked] == ["faithful", "drifting"]
+    assert [r["feasible"] for r in ranked] == [True, False]
+    assert rank_schedules(rows, (0.8, 1.25))[0]["name"] == "drifting"  # without the limit PSNR alone decides

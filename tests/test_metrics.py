@@ -133,3 +133,15 @@ def test_detail_ratio_is_one_for_identical_below_one_for_blur_above_one_for_nois
 def test_detail_ratio_of_a_flat_ground_truth_is_nan():
     flat = torch.zeros(1, 3, 16, 16)
     assert math.isnan(metrics.detail_ratio(smooth_images(1, H=16, W=16), flat).item())
+
+
+def test_color_error_is_the_mean_per_channel_offset_and_ignores_detail():
+    from sr3_edu.metrics import color_error
+
+    hr = torch.rand(2, 3, 32, 32) * 1.6 - 0.8
+    shifted = hr.clone()
+    shifted[:, 0] += 0.2  # +0.1 on [0, 1] in red only
+    noisy = hr + 0.3 * torch.randn(hr.shape, generator=torch.Generator().manual_seed(0))
+    assert color_error(hr, hr).max().item() == 0
+    assert color_error(shifted, hr).tolist() == pytest.approx([0.1 / 3] * 2, abs=1e-6)
+    assert color_error(noisy, hr).max().item() < 0.01  # zero-mean noise barely moves the mean

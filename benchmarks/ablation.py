@@ -1,0 +1,175 @@
+"""Which f_θ lets Algorithm 2 run from pure noise? The ablation table of the parametrisations, at equal budget.
+
+Each run is trained by `benchmarks/ablation_train.sh` (same data, seed, lr, batch and steps; one thread each). This
+script loads each run's EMA weights and prints, per run:
+
+* the diagnosis (`sr3_edu.diagnose`): how much ε̂'s image-wide mean moves per unit of a constant added to y_t (the
+  "gain") at γ ∈ {1e-4, 1e-3, 1e-2, 0.1, 0.5}, against an exact estimate's 1/√(1−γ); the mean over those γ of
+  |mean(ε̂ − ε)| (ε̄'s bias); and the image-wide mean of y_t along the chain below, against the photos' √γ_t·ȳ_0;
+* the quality of the paper's sampler itself — Algorithm 2 from pure noise, σ_t² = 1 − α_t, no clipping — on the
+  built-in validation photos: PSNR, PSNR-Y, consistency, colour error and detail ratio, bicubic beside them.
+
+    python benchmarks/ablation.py                       # the runs under runs/ablation/
+    python benchmarks/ablation.py --run v=runs/ablation/v --run eps=path/to/model.pt
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+from common import cpu_name, use_repo_package
+
+use_repo_package()
+
+import torch  # noqa: E402
+
+from sr3_edu.checkpoint import load_model  # noqa: E402
+from sr3_edu.diagnose import noise_estimate_errors  # noqa: E402
+from sr3_edu.evaluate import load_images, score, tensor_pairs  # noqa: E402
+from sr3_edu.images import upscale_bicubic  # noqa: E402
+from sr3_edu.upscale import super_resolve  # noqa: E402
+
+GAMMAS = (1e-4, 1e-3, 1e-2, 0.1, 0.5)
+RUNS = {
+    "(a) eps": "runs/ablation/eps",
+    "(b) v": "runs/ablation/v",
+    "(c) mean": "runs/ablation/mean",
+    "(d) eps + offset noise": "runs/ablation/offset",
+    "(e) v + more photos": "runs/ablation/v_photos",
+}
+QUALITY = ("psnr", "psnr_y", "consistency", "color_error", "detail_ratio")
+
+
+def _checkpoint(path: str) -> Path:
+    p = Path(path)
+    return p / "checkpoints" / "last.pt" if p.is_dir() else p
+
+
+def cpu_flags() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                have = set(line.split(":", 1)[1].split())
+                keep = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile") if f in have]
+                return " ".join(keep) or "no AVX2/AVX-512/AMX"
+    except OSError:
+        pass
+    return "unknown"
+
+
+@torch.inference_mode()
+def measure(model, info, hr: torch.Tensor, lr: torch.Tensor, *, steps: int, seeds: int) -> dict:
+    """Diagnosis and pure-noise quality of one model on the photos (hr, lr): one dict of numbers."""
+    errors = noise_estimate_errors(model, hr, lr, GAMMAS, repeats=4, seed=0)
+    scores, worst, final = {k: [] for k in QUALITY}, [], []
+    for seed in range(seeds):
+        out, kept = super_resolve(
+            model,
+            lr,
+            info=info,
+            steps=steps,
+            start="noise",
+            variance="paper",
+            clip_y0=False,
+            seed=seed,
+            return_trajectory=max(1, steps // 10),
+        )
+        for k, v in score(out, hr, lr, info["scale"]).items():
+            if k in scores:
+                scores[k] += v.tolist()
+        # the chain's image-wide mean against the photos' own at that noise level, √γ_t·ȳ_0, per image and channel
+        target = hr.mean(dim=(2, 3))
+        offs = [(s.y_t.mean(dim=(2, 3)) - math.sqrt(s.gamma) * target).abs().max().item() for s in kept]
+        worst.append(max(offs))
+        final.append(out.mean().item())
+    return {
+        "step": info.get("step"),
+        "gain": [r["mean_response"] for r in errors],
+        "gain_exact": [r["mean_response_exact"] for r in errors],
+        "eps_bias": sum(r["eps_bias"] for r in errors) / len(errors),
+        "chain_worst_offset": max(worst),
+        "chain_final_mean": sum(final) / len(final),
+        **{k: sum(v) / len(v) for k, v in scores.items()},
+    }
+
+
+def format_tables(rows: dict[str, dict], bicubic: dict, target_mean: float, steps: int, seeds: int, n: int) -> str:
+    head = f"{'run':<24}{'step':>6}" + "".join(f"{f'g@{g:g}':>9}" for g in GAMMAS) + f"{'|ε̄ err|':>9}"
+    head += f"{'chain |Δm|':>11}{'final m':>9}"
+    exact = rows[next(iter(rows))]["gain_exact"] if rows else [1 / math.sqrt(1 - g) for g in GAMMAS]
+    lines = [
+        f"Diagnosis: gain of ε̂'s mean per unit offset of y_t (exact: {', '.join(f'{e:.3f}' for e in exact)}); "
+        f"|ε̄ err| averaged over those γ; worst |mean(y_t) − √γ_t·ȳ_0| along a {steps}-step chain from pure noise "
+        f"and the final mean (photos: {target_mean:+.3f})",
+        "",
+        head,
+        "-" * len(head),
+    ]
+    for label, r in rows.items():
+        lines.append(
+            f"{label:<24}{r['step'] or 0:>6}"
+            + "".join(f"{g:>9.3f}" for g in r["gain"])
+            + f"{r['eps_bias']:>9.4f}{r['chain_worst_offset']:>11.3f}{r['chain_final_mean']:>+9.3f}"
+        )
+    cols = [("psnr", "PSNR", "{:.2f}"), ("psnr_y", "PSNR-Y", "{:.2f}"), ("consistency", "Consist.", "{:.1f}")]
+    cols += [("color_error", "Colour", "{:.4f}"), ("detail_ratio", "Detail", "{:.2f}")]
+    head = f"{'run':<24}" + "".join(f"{h:>10}" for _, h, _ in cols)
+    lines += [
+        "",
+        f"Algorithm 2 from pure noise ({steps} steps, σ² = 1 − α_t, no clipping), {n} validation photos × {seeds} "
+        f"seed(s)",
+        "",
+        head,
+        "-" * len(head),
+    ]
+    for label, r in {"bicubic": bicubic, **rows}.items():
+        lines.append(f"{label:<24}" + "".join(f"{f.format(r[k]):>10}" for k, _, f in cols))
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--run", action="append", metavar="LABEL=PATH", help="a run folder or model file (repeatable)")
+    p.add_argument("--crop", type=int, default=128, help="center crop of each validation photo")
+    p.add_argument("--steps", type=int, default=100, help="steps of the chain from pure noise")
+    p.add_argument("--seeds", type=int, default=2, help="chains per photo")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    p.add_argument("--json", default=None, help="also write the numbers to this file")
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    runs = dict(r.split("=", 1) for r in args.run) if args.run else RUNS
+    found = {label: _checkpoint(path) for label, path in runs.items() if _checkpoint(path).is_file()}
+    for label, path in runs.items():
+        if label not in found:
+            print(f"note: {label}: no {_checkpoint(path)}, left out", file=sys.stderr)
+    if not found:
+        print("no run to measure (train them with benchmarks/ablation_train.sh)", file=sys.stderr)
+        return 1
+    pairs = tensor_pairs(load_images("builtin"), 4, args.crop)
+    hr = torch.cat([h for h, _ in pairs.values()])
+    lr = torch.cat([x for _, x in pairs.values()])
+    print(f"CPU: {cpu_name()} ({cpu_flags()}), {torch.get_num_threads()} thread(s), torch {torch.__version__}")
+    t0 = time.perf_counter()
+    rows = {}
+    for label, path in found.items():
+        model, info = load_model(path)
+        if info["scale"] != 4:
+            raise SystemExit(f"{path} is ×{info['scale']}; the ablation compares ×4 models")
+        rows[label] = measure(model, info, hr, lr, steps=args.steps, seeds=args.seeds)
+        print(f"  measured {label} ({path}) in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+    bic = score(upscale_bicubic(lr, 4), hr, lr, 4)
+    bicubic = {k: v.mean().item() for k, v in bic.items()}
+    print(format_tables(rows, bicubic, hr.mean().item(), args.steps, args.seeds, len(pairs)))
+    if args.json:
+        Path(args.json).write_text(json.dumps({"runs": rows, "bicubic": bicubic}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
