@@ -87,6 +87,8 @@ def measure(model, info, hr: torch.Tensor, lr: torch.Tensor, *, steps: int, seed
         offs = [(s.y_t.mean(dim=(2, 3)) - math.sqrt(s.gamma) * target).abs().max().item() for s in kept]
         worst.append(max(offs))
         final.append(out.mean().item())
+        if seed == 0:
+            chain = [{"t": s.t, "gamma": s.gamma, "mean": s.y_t.mean().item(), "offset": o} for s, o in zip(kept, offs)]
     return {
         "step": info.get("step"),
         "gain": [r["mean_response"] for r in errors],
@@ -94,6 +96,7 @@ def measure(model, info, hr: torch.Tensor, lr: torch.Tensor, *, steps: int, seed
         "eps_bias": sum(r["eps_bias"] for r in errors) / len(errors),
         "chain_worst_offset": max(worst),
         "chain_final_mean": sum(final) / len(final),
+        "chain": chain,
         **{k: sum(v) / len(v) for k, v in scores.items()},
     }
 
@@ -132,6 +135,30 @@ def format_tables(rows: dict[str, dict], bicubic: dict, target_mean: float, step
     return "\n".join(lines)
 
 
+def plot(rows: dict[str, dict], target_mean: float, path: str) -> None:
+    """Two panels: the gain against γ (and the exact 1/√(1−γ)); the mean of y_t along the chain from pure noise."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(1, 2, figsize=(10, 3.6))
+    exact = [1 / math.sqrt(1 - g) for g in GAMMAS]
+    ax[0].plot(GAMMAS, exact, "k--", label="exact 1/√(1−γ)")
+    for label, r in rows.items():
+        ax[0].plot(GAMMAS, r["gain"], "o-", label=label)
+        ts = [c["t"] for c in r["chain"]]
+        ax[1].plot(ts, [c["mean"] for c in r["chain"]], "o-", label=label)
+    ax[0].set(xscale="log", xlabel="γ", ylabel="Δ mean(ε̂) / offset of y_t", title="response to an image-wide offset")
+    ax[1].axhline(target_mean, color="k", ls="--", label="the photos' mean")
+    ax[1].set(xlabel="t (the chain runs from pure noise, left, to t = 0)", ylabel="mean of y_t", title="a chain from pure noise")
+    ax[1].invert_xaxis()
+    ax[0].legend(fontsize=7)
+    ax[1].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--run", action="append", metavar="LABEL=PATH", help="a run folder or model file (repeatable)")
@@ -140,6 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", type=int, default=2, help="chains per photo")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     p.add_argument("--json", default=None, help="also write the numbers to this file")
+    p.add_argument("--plot", default=None, help="also draw the gains and the chains' means into this PNG")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -168,6 +196,8 @@ def main(argv: list[str] | None = None) -> int:
     print(format_tables(rows, bicubic, hr.mean().item(), args.steps, args.seeds, len(pairs)))
     if args.json:
         Path(args.json).write_text(json.dumps({"runs": rows, "bicubic": bicubic}, indent=1))
+    if args.plot:
+        plot(rows, hr.mean().item(), args.plot)
     return 0
 
 

@@ -214,6 +214,13 @@ class TrainConfig:
         if unknown:
             raise ConfigError(f"unet_overrides has unknown U-Net field {sorted(unknown)[0]!r}; fields: {', '.join(d)}")
         d.update(self.unet_overrides)
+        if self.objective == "regression":
+            # the baseline's output is ŷ_0 itself, taken as it comes out of the U-Net: no ε̂ to parametrise
+            if self.unet_overrides.get("parametrisation", "eps") != "eps":
+                raise ConfigError(
+                    "the regression objective outputs y_0 directly; leave parametrisation out (it is only for sr3)"
+                )
+            d["parametrisation"] = "eps"
         try:
             return UNetConfig(**d)
         except (TypeError, ValueError) as e:
@@ -1085,6 +1092,9 @@ def run_train(args: argparse.Namespace) -> int:
             )
         ckpt = load_checkpoint(last, kind="train", map_location="cpu")
         base = TrainConfig.preset(preset) if preset else TrainConfig.from_dict(ckpt["config"])
+        if not preset and "parametrisation" not in ckpt["unet"] and "parametrisation" not in base.unet_overrides:
+            # a run from before the field: its U-Net was the ε-network, whatever the presets say today
+            base.unet_overrides = {**base.unet_overrides, "parametrisation": "eps"}
     else:
         base = TrainConfig.preset(preset or "tiny")
     if hasattr(args, "parametrisation"):  # one U-Net field, on top of whatever else the run changes

@@ -17,7 +17,8 @@ What the network returns is always an estimate ε̂ of the noise, so the paper's
 its sampler (Algorithm 2) use it as written. How the U-Net body's output F becomes ε̂ is `UNetConfig.parametrisation`:
 
 * ``"eps"``: ε̂ = F (DDPM, the paper).
-* ``"v"``: ε̂ = √γ·F + √(1−γ)·y_t, so F estimates v = √γ·ε − √(1−γ)·y_0 (Salimans & Ho 2022, App. D). Why:
+* ``"v"`` (every preset): ε̂ = √γ·F + √(1−γ)·y_t, so F estimates v = √γ·ε − √(1−γ)·y_0 (Salimans & Ho 2022,
+  App. D). Why:
   the body's GroupNorms subtract spatial means, so F barely moves when a constant is added to y_t; an exact ε̂
   moves by 1/√(1−γ) per unit of such an offset (whatever of y_t the photo x does not explain is noise). With
   ε̂ = F the image-wide mean of a chain from pure noise is an unstable mode and drifts; the skip term
@@ -25,6 +26,12 @@ its sampler (Algorithm 2) use it as written. How the U-Net body's output F becom
 * ``"mean"``: ε̂ = (F − F̄) + a(γ)·(ȳ_t − √γ·x̄)/√(1−γ) + c(γ), where F̄, ȳ_t and x̄ are the per-channel spatial
   means of F, y_t and the enlarged x, and a, c come from the noise embedding (a starts at 1, c at 0): the
   image-wide mean of ε̂ is taken from a small head that sees the means, the rest from the U-Net.
+
+The paper's loss and Algorithm 2 stay literal with all three: the network still returns ε̂. With "v" the L1 loss
+|ε̂ − ε| equals √γ·|F − v|, so it weights the levels differently from an L1 loss on v itself. At equal training budget
+"v" is the one whose chain from pure noise lands on the photo ("mean" keeps the colour, but ŷ_0 = (y_t − √(1−γ)ε̂)/√γ
+still multiplies the body's per-pixel errors by up to 1/√γ ≈ 150 at the first steps, and its samples stay noisy);
+``benchmarks/ablation.py`` prints the comparison.
 
 Levels: level 0 runs at the full output resolution and each further level halves it, so a model
 trained on 64×64 crops runs on any image whose sides are divisible by 2^(levels−1).
@@ -200,15 +207,27 @@ class UNetConfig:
         return asdict(self)
 
 
+# Every preset is v-parametrised: at equal budget it is the form whose chain from pure noise lands on the photo
+# (benchmarks/ablation.py; the README's "SR3 itself"). UNetConfig's own default stays "eps", the paper's, which is
+# also what model files from before the field was added are.
 PRESETS: dict[str, UNetConfig] = {
     # A few MB; trains on a laptop CPU on 64×64 crops (levels 64, 32, 16, 8; attention at 8×8).
-    "tiny": UNetConfig(base_channels=32, channel_mults=(1, 2, 2, 4), num_res_blocks=1, attn_levels=(3,)),
+    "tiny": UNetConfig(
+        base_channels=32, channel_mults=(1, 2, 2, 4), num_res_blocks=1, attn_levels=(3,), parametrisation="v"
+    ),
     # A middle size for a single consumer GPU.
-    "small": UNetConfig(base_channels=64, channel_mults=(1, 2, 4, 8), num_res_blocks=2, attn_levels=(3,)),
+    "small": UNetConfig(
+        base_channels=64, channel_mults=(1, 2, 4, 8), num_res_blocks=2, attn_levels=(3,), parametrisation="v"
+    ),
     # Paper App. A, Table A.1, 16→128 faces: channel 128, {1,2,4,8,8}, 3 blocks, dropout 0.2;
     # attention at 16×16 (level 3 of 128×128) as in DDPM, since the paper does not say where.
     "sr3_16_128": UNetConfig(
-        base_channels=128, channel_mults=(1, 2, 4, 8, 8), num_res_blocks=3, attn_levels=(3,), dropout=0.2
+        base_channels=128,
+        channel_mults=(1, 2, 4, 8, 8),
+        num_res_blocks=3,
+        attn_levels=(3,),
+        dropout=0.2,
+        parametrisation="v",
     ),
 }
 

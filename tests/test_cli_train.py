@@ -292,3 +292,15 @@ def test_parametrisation_flag_sets_the_unet_field_keeps_other_overrides_and_resu
     assert main(["train", "--out", str(out), "--resume", "--steps", "3", "--parametrisation", "eps"]) == 1
     assert "parametrisation" in one_error_line(capsys)
     assert main(["train", "--out", str(out), "--resume", "--steps", "3", "--parametrisation", "v"]) == 0
+
+
+def test_a_run_from_before_the_parametrisation_field_resumes_as_the_eps_network(tmp_path, image_folder):
+    out = tmp_path / "run"
+    assert main(micro_args(image_folder, out, "--steps", "2", "--parametrisation", "eps")) == 0
+    last = out / "checkpoints" / "last.pt"
+    ckpt = torch.load(last, weights_only=True)
+    del ckpt["unet"]["parametrisation"]  # as written before the field existed
+    ckpt["config"]["unet_overrides"].pop("parametrisation")
+    torch.save(ckpt, last)
+    assert main(["train", "--out", str(out), "--resume", "--steps", "3"]) == 0
+    assert load_model(last)[1]["parametrisation"] == "eps"

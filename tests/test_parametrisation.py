@@ -155,3 +155,11 @@ def test_offset_noise_adds_one_constant_per_image_and_channel_to_the_training_no
     assert offset.item() == pytest.approx(2.0, abs=0.35)
     with pytest.raises(ValueError, match="offset_noise"):
         diffusion.loss(zero, lr, y0, sched, offset_noise=-0.1)
+
+
+def test_the_regression_baseline_takes_the_unet_output_as_is_whatever_the_preset_says():
+    from sr3_edu.train import ConfigError, TrainConfig
+
+    assert TrainConfig.preset("tiny", objective="regression").unet_config().parametrisation == "eps"
+    with pytest.raises(ConfigError, match="only for sr3"):
+        TrainConfig.preset("tiny", objective="regression", unet_overrides={"parametrisation": "v"})
