@@ -29,10 +29,9 @@ use_repo_package()
 import torch  # noqa: E402
 
 from sr3_edu.checkpoint import load_model  # noqa: E402
-from sr3_edu.diagnose import noise_estimate_errors  # noqa: E402
+from sr3_edu.diagnose import noise_estimate_errors, paper_chain  # noqa: E402
 from sr3_edu.evaluate import load_images, score, tensor_pairs  # noqa: E402
 from sr3_edu.images import upscale_bicubic  # noqa: E402
-from sr3_edu.upscale import super_resolve  # noqa: E402
 
 GAMMAS = (1e-4, 1e-3, 1e-2, 0.1, 0.5)
 RUNS = {
@@ -68,17 +67,7 @@ def measure(model, info, hr: torch.Tensor, lr: torch.Tensor, *, steps: int, seed
     errors = noise_estimate_errors(model, hr, lr, GAMMAS, repeats=4, seed=0)
     scores, worst, final = {k: [] for k in QUALITY}, [], []
     for seed in range(seeds):
-        out, kept = super_resolve(
-            model,
-            lr,
-            info=info,
-            steps=steps,
-            start="noise",
-            variance="paper",
-            clip_y0=False,
-            seed=seed,
-            return_trajectory=max(1, steps // 10),
-        )
+        out, kept = paper_chain(model, lr, info, steps=steps, every=max(1, steps // 10), seed=seed)
         for k, v in score(out, hr, lr, info["scale"]).items():
             if k in scores:
                 scores[k] += v.tolist()
@@ -151,7 +140,11 @@ def plot(rows: dict[str, dict], target_mean: float, path: str) -> None:
         ax[1].plot(ts, [c["mean"] for c in r["chain"]], "o-", label=label)
     ax[0].set(xscale="log", xlabel="γ", ylabel="Δ mean(ε̂) / offset of y_t", title="response to an image-wide offset")
     ax[1].axhline(target_mean, color="k", ls="--", label="the photos' mean")
-    ax[1].set(xlabel="t (the chain runs from pure noise, left, to t = 0)", ylabel="mean of y_t", title="a chain from pure noise")
+    ax[1].set(
+        xlabel="t (the chain runs from pure noise, left, to t = 0)",
+        ylabel="mean of y_t",
+        title="a chain from pure noise",
+    )
     ax[1].invert_xaxis()
     ax[0].legend(fontsize=7)
     ax[1].legend(fontsize=7)

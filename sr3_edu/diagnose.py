@@ -23,7 +23,7 @@ from .diffusion import _model_device_dtype, q_sample
 from .evaluate import _load_sr3, load_images, tensor_pairs
 from .upscale import HelpFormatter, _device, super_resolve
 
-__all__ = ["noise_estimate_errors", "chain_drift", "add_arguments", "run"]
+__all__ = ["noise_estimate_errors", "paper_chain", "chain_drift", "add_arguments", "run"]
 
 GAMMAS = (4.4e-5, 1e-4, 1e-3, 1e-2, 0.1, 0.5, 0.9)
 """Default noise levels: from the first level of the training schedule (γ_T ≈ 4.4·10⁻⁵) to nearly clean."""
@@ -69,11 +69,10 @@ def noise_estimate_errors(
     return rows
 
 
-def chain_drift(model, lr: Tensor, info: dict, *, steps: int = 100, every: int = 10, seed: int = 0) -> list[dict]:
-    """The paper's sampler from pure noise (``steps`` steps, paper variance, no clipping): the mean and standard
-    deviation of y_t every ``every`` steps. A chain that works keeps the mean near the photos' (a few tenths at
-    most); one that accumulates a biased ε̂ walks away from it."""
-    _, steps_kept = super_resolve(
+def paper_chain(model, lr: Tensor, info: dict, *, steps: int = 100, every: int = 10, seed: int = 0):
+    """Algorithm 2 as the paper writes it: from pure noise, σ_t² = 1 − α_t, no clipping, ``steps`` steps of the
+    training schedule respaced. Returns the output and the `RefinementStep` kept every ``every`` steps."""
+    return super_resolve(
         model,
         lr,
         info=info,
@@ -84,6 +83,13 @@ def chain_drift(model, lr: Tensor, info: dict, *, steps: int = 100, every: int =
         seed=seed,
         return_trajectory=every,
     )
+
+
+def chain_drift(model, lr: Tensor, info: dict, *, steps: int = 100, every: int = 10, seed: int = 0) -> list[dict]:
+    """The paper's sampler from pure noise (`paper_chain`): the mean and standard deviation of y_t every ``every``
+    steps. A chain that works keeps the mean near the photos' (a few tenths at most); one that accumulates a biased
+    ε̂ walks away from it."""
+    _, steps_kept = paper_chain(model, lr, info, steps=steps, every=every, seed=seed)
     return [{"t": s.t, "gamma": s.gamma, "mean": s.y_t.mean().item(), "std": s.y_t.std().item()} for s in steps_kept]
 
 

@@ -174,3 +174,29 @@ def test_gpu_benchmark_code_runs_end_to_end_on_the_cpu(tmp_path):
     assert phases["sample"]["output_finite"] is True and phases["sample"]["steps"] == 2
     assert phases["sample"]["eager"]["s_per_step"] > 0 and phases["sample"]["compiled"] == {"skipped": "--no-compile"}
     assert result["gflop_fwd_per_img"] > 0
+
+
+def test_ablation_table_measures_each_run_and_bicubic(tmp_path):
+    """Two micro models (an ε- and a v-network, untrained): the v-form's gain is √(1−γ)-like, the ε-form's is 0."""
+    import torch
+    from helpers import subprocess_env
+
+    from sr3_edu.checkpoint import model_file, save_atomic
+    from sr3_edu.unet import SR3UNet
+
+    for kind in ("eps", "v"):
+        net = SR3UNet(base_channels=16, channel_mults=(1, 2), num_res_blocks=1, attn_levels=(), parametrisation=kind)
+        save_atomic(model_file(net, objective="sr3", scale=4), tmp_path / f"{kind}.pt")
+    out = subprocess.run(
+        [sys.executable, str(BENCH / "ablation.py"), "--run", f"eps={tmp_path / 'eps.pt'}",
+         "--run", f"v={tmp_path / 'v.pt'}", "--crop", "32", "--steps", "4", "--seeds", "1",
+         "--json", str(tmp_path / "a.json"), "--plot", str(tmp_path / "a.png")],
+        capture_output=True, text=True, timeout=300, cwd=ROOT, env=subprocess_env(),
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert "Algorithm 2 from pure noise" in out.stdout and "bicubic" in out.stdout and "CPU:" in out.stdout
+    rows = json.loads((tmp_path / "a.json").read_text())["runs"]
+    assert rows["eps"]["gain"] == pytest.approx([0.0] * 5, abs=1e-6)  # an untrained ε-net outputs 0
+    assert rows["v"]["gain"] == pytest.approx([math.sqrt(1 - g) for g in (1e-4, 1e-3, 1e-2, 0.1, 0.5)], rel=1e-3)
+    assert (tmp_path / "a.png").stat().st_size > 10_000
+    assert torch.isfinite(torch.tensor(rows["v"]["psnr_y"]))
