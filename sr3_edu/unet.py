@@ -18,11 +18,10 @@ its sampler (Algorithm 2) use it as written. How the U-Net body's output F becom
 
 * ``"eps"``: ε̂ = F (DDPM, the paper).
 * ``"v"`` (every preset): ε̂ = √γ·F + √(1−γ)·y_t, so F estimates v = √γ·ε − √(1−γ)·y_0 (Salimans & Ho 2022,
-  App. D). Why:
-  the body's GroupNorms subtract spatial means, so F barely moves when a constant is added to y_t; an exact ε̂
-  moves by 1/√(1−γ) per unit of such an offset (whatever of y_t the photo x does not explain is noise). With
-  ε̂ = F the image-wide mean of a chain from pure noise is an unstable mode and drifts; the skip term
-  √(1−γ)·y_t gives the right response, ≈ 1, at the high noise levels where the drift starts.
+  App. D). Why: the body's GroupNorms subtract spatial means, so F barely moves when a constant is added to y_t;
+  an exact ε̂ moves by 1/√(1−γ) per unit of such an offset (whatever of y_t the photo x does not explain is
+  noise). With ε̂ = F the image-wide mean of a chain from pure noise is an unstable mode and drifts; the skip
+  term √(1−γ)·y_t gives the right response, ≈ 1, at the high noise levels where the drift starts.
 * ``"mean"``: ε̂ = (F − F̄) + a(γ)·(ȳ_t − √γ·x̄)/√(1−γ) + c(γ), where F̄, ȳ_t and x̄ are the per-channel spatial
   means of F, y_t and the enlarged x, and a, c come from the noise embedding (a starts at 1, c at 0): the
   image-wide mean of ε̂ is taken from a small head that sees the means, the rest from the U-Net.
