@@ -22,7 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-from common import cpu_name, use_repo_package
+from common import cpu_flags, cpu_name, use_repo_package
 
 use_repo_package()
 
@@ -47,18 +47,6 @@ QUALITY = ("psnr", "psnr_y", "consistency", "color_error", "detail_ratio")
 def _checkpoint(path: str) -> Path:
     p = Path(path)
     return p / "checkpoints" / "last.pt" if p.is_dir() else p
-
-
-def cpu_flags() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                have = set(line.split(":", 1)[1].split())
-                keep = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile") if f in have]
-                return " ".join(keep) or "no AVX2/AVX-512/AMX"
-    except OSError:
-        pass
-    return "unknown"
 
 
 @torch.inference_mode()

@@ -28,6 +28,19 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+def cpu_flags() -> str:
+    """The vector and matrix extensions that decide which kernels run (AVX2, AVX-512, its BF16, AMX)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                have = set(line.split(":", 1)[1].split())
+                keep = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile") if f in have]
+                return " ".join(keep) or "no AVX2/AVX-512/AMX"
+    except OSError:
+        pass
+    return "unknown"
+
+
 def _busy_seconds() -> float | None:
     """CPU seconds spent busy by the whole machine since boot (all cores), from /proc/stat; None off Linux."""
     try:
