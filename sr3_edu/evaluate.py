@@ -42,6 +42,7 @@ from .upscale import (
     HelpFormatter,
     _device,
     add_sampler_arguments,
+    describe,
     inference_options,
     sampler_options,
     super_resolve,
@@ -157,6 +158,7 @@ def _sr3_samples(
         start=opts["start"],
         gamma_start=opts["gamma_start"],
         clip_y0=opts["clip_y0"],
+        betas=opts["betas"],
         generator=generator,
         batch_size=batch_size,
         progress=progress,
@@ -200,6 +202,7 @@ def evaluate(
     start: str | None = None,
     gamma_start: float | None = None,
     clip_y0: bool | None = None,
+    betas: tuple[float, float] | None = None,
     crop: int | None = None,
     batch_size: int = 4,
     progress: bool = True,
@@ -231,7 +234,7 @@ def evaluate(
     if regression_info and regression_info.get("scale") not in (None, scale):
         raise ValueError(f"the regression model is ×{regression_info['scale']} but SR3 is ×{scale}")
     opts = inference_options(
-        sr3_info, steps=steps, variance=variance, start=start, gamma_start=gamma_start, clip_y0=clip_y0
+        sr3_info, steps=steps, variance=variance, start=start, gamma_start=gamma_start, clip_y0=clip_y0, betas=betas
     )
     generator = torch.Generator().manual_seed(int(seed))
 
@@ -365,12 +368,7 @@ def format_table(result: dict[str, Any], per_image: bool = False) -> str:
         return lines
 
     cfg = result.get("config", {})
-    title = (
-        f"×{cfg.get('scale')}, {len(result['images'])} image(s), K={cfg.get('samples')} samples, "
-        f"{cfg.get('steps')} steps, variance={cfg.get('variance')}, start={cfg.get('start')}"
-        + (f" (γ_start={cfg.get('gamma_start')})" if cfg.get("start") == "bicubic" else "")
-        + (", ŷ_0 clipped" if cfg.get("clip_y0") else "")
-    )
+    title = f"×{cfg.get('scale')}, {len(result['images'])} image(s), K={cfg.get('samples')} samples, {describe(cfg)}"
     lines = [title, *block(result["methods"])]
     if per_image:
         for rec in result["images"]:
@@ -390,16 +388,22 @@ def default_candidates(
     variances: Iterable[str] = ("paper", "posterior"),
     starts: Iterable[str | float] = ("noise", 0.05, 0.2, 0.5),
     clips: Iterable[bool] = (False,),
+    linear_gammas: Iterable[float] = (),
 ) -> list[dict[str, Any]]:
-    """The grid: steps × variance × start × clip_y0, where a float in ``starts`` is a bicubic start at that
-    γ_start and ``clips`` says whether ŷ_0 is clipped inside each step (the reference code's variant)."""
+    """The grid: steps × variance × (start ∪ linear) × clip_y0, where a float in ``starts`` is a bicubic start at
+    that γ_start and ``clips`` says whether ŷ_0 is clipped inside each step (the reference code's variant).
+    Each γ in ``linear_gammas`` adds a chain from pure noise on a linear β schedule of that many steps, β_1 = 10⁻⁶
+    (the training schedule's), β_n chosen so the chain's noisiest level is γ (`NoiseSchedule.linear_to`)."""
     grid = []
     for n in steps:
         for v in variances:
-            for s in starts:
+            for s in [*starts, *(("linear", float(g)) for g in linear_gammas)]:
                 for c in clips:
-                    cand = {"steps": int(n), "variance": v, "start": "noise", "clip_y0": bool(c)}
-                    if s != "noise":
+                    cand: dict[str, Any] = {"steps": int(n), "variance": v, "start": "noise", "clip_y0": bool(c)}
+                    if isinstance(s, tuple):
+                        betas = NoiseSchedule.linear_to(int(n), s[1]).betas
+                        cand.update(betas=(betas[0].item(), betas[-1].item()))
+                    elif s != "noise":
                         cand.update(start="bicubic", gamma_start=float(s))
                     grid.append(cand)
     return grid
@@ -479,6 +483,7 @@ def search_schedules(
             "start": opts["start"],
             "gamma_start": opts["gamma_start"] if opts["start"] == "bicubic" else None,
             "clip_y0": opts["clip_y0"],
+            "betas": list(opts["betas"]) if opts["betas"] else None,
             "nfe": _nfe(opts, train_schedule if train_schedule is not None else training_schedule(info)),
             **{k: v / count for k, v in sums.items()},
         }
@@ -525,23 +530,29 @@ def _nfe(opts: dict, train_schedule: NoiseSchedule | None) -> int:
     from .upscale import inference_schedule
 
     return inference_schedule(
-        opts["steps"], start=opts["start"], gamma_start=opts["gamma_start"], train_schedule=train_schedule
+        opts["steps"],
+        start=opts["start"],
+        gamma_start=opts["gamma_start"],
+        train_schedule=train_schedule,
+        betas=opts.get("betas"),
     ).T
 
 
 def format_search(rows: list[dict[str, Any]]) -> str:
     head = (
-        f"{'rank':>4} {'steps':>5} {'NFE':>5} {'variance':>9} {'start':>14} {'clip':>4} "
-        f"{'PSNR':>7} {'SSIM':>6} {'Consist.':>9} {'Detail':>7} {'s/img':>7}  in band"
+        f"{'rank':>4} {'steps':>5} {'NFE':>5} {'variance':>9} {'start':>14} {'chain':>17} {'clip':>4} "
+        f"{'PSNR':>7} {'PSNR-Y':>7} {'SSIM':>6} {'Consist.':>9} {'Colour':>7} {'Detail':>7} {'s/img':>7}  in band"
     )
     lines = [head, "-" * len(head)]
     for r in rows:
         start = "noise" if r["start"] == "noise" else f"bicubic@{r['gamma_start']:g}"
+        chain = f"linear β→{r['betas'][1]:.3g}" if r.get("betas") else "respaced"
         lines.append(
-            f"{r['rank']:>4} {r['steps']:>5} {r['nfe']:>5} {r['variance']:>9} {start:>14} "
+            f"{r['rank']:>4} {r['steps']:>5} {r['nfe']:>5} {r['variance']:>9} {start:>14} {chain:>17} "
             f"{'on' if r.get('clip_y0') else 'off':>4} "
-            f"{_fmt('{:.2f}', r['psnr']):>7} "
+            f"{_fmt('{:.2f}', r['psnr']):>7} {_fmt('{:.2f}', r.get('psnr_y')):>7} "
             f"{_fmt('{:.3f}', r['ssim']):>6} {_fmt('{:.2f}', r['consistency']):>9} "
+            f"{_fmt('{:.4f}', r.get('color_error')):>7} "
             f"{_fmt('{:.2f}', r['detail_ratio']):>7} {r['seconds_per_image']:>7.2f}  {'yes' if r['feasible'] else 'no'}"
         )
     if rows and "consistency_limit" in rows[0]:
@@ -713,6 +724,19 @@ def _starts(text: str) -> list[str | float]:
     return out
 
 
+def _floats(text: str) -> list[float]:
+    if text.strip() == "none":
+        return []
+    try:
+        out = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers or 'none', got {text!r}") from e
+    bad = [g for g in out if not 0 < g < 1]
+    if bad:
+        raise argparse.ArgumentTypeError(f"a noise level γ lies in (0, 1), got {bad[0]:g}")
+    return out
+
+
 CLIPS = {"off": (False,), "on": (True,), "both": (False, True)}
 
 
@@ -735,6 +759,13 @@ def add_search_arguments(p: argparse.ArgumentParser) -> None:
         choices=("off", "on", "both"),
         default="off",
         help="clip ŷ_0 to [−1, 1] inside each step (the reference code's variant): off, on, or try both",
+    )
+    p.add_argument(
+        "--linear-gammas",
+        type=_floats,
+        default="0.01,0.001",
+        help="also try chains from pure noise on a linear β schedule (β_1 = 1e-6) that begin at each of these noise "
+        "levels γ, comma-separated; 'none' for no linear chains",
     )
     p.add_argument("--samples", type=int, default=1, help="SR3 samples per photo and schedule")
     p.add_argument(
@@ -762,7 +793,7 @@ def run_search(args: argparse.Namespace) -> int:
     rows = search_schedules(
         model,
         images,
-        default_candidates(args.steps, variances, args.starts, CLIPS[args.clip_y0]),
+        default_candidates(args.steps, variances, args.starts, CLIPS[args.clip_y0], args.linear_gammas),
         scale=scale,
         info=info,
         samples=args.samples,
@@ -777,6 +808,8 @@ def run_search(args: argparse.Namespace) -> int:
     flags = f"--steps {best['steps']} --variance {best['variance']} --start {best['start']}"
     if best["start"] == "bicubic":
         flags += f" --gamma-start {best['gamma_start']:g}"
+    if best.get("betas"):
+        flags += f" --betas {best['betas'][0]:.6g} {best['betas'][1]:.6g}"
     if best["clip_y0"]:
         flags += " --clip-y0 on"
     print(f"best: {flags}" + ("" if best["feasible"] else " (no schedule reached the detail band)"))

@@ -61,6 +61,25 @@ class NoiseSchedule:
         return cls(1.0 - betas)
 
     @classmethod
+    def linear_to(cls, T: int, gamma_end: float, start: float = 1e-6) -> NoiseSchedule:
+        """The linear β schedule of T steps from β_1 = ``start`` whose last noise level γ_T is ``gamma_end``.
+
+        This is how the paper's inference schedules are described (a linear β over at most 100 steps, its end points
+        searched): here the end point β_T is found by bisection, since γ_T = ∏ (1 − β_t) falls as β_T grows.
+        """
+        if not 0 < gamma_end < 1:
+            raise ValueError(f"gamma_end is a noise level γ in (0, 1), got {gamma_end}")
+        if T < 2:
+            raise ValueError(f"a linear schedule to a given γ_T needs T ≥ 2 steps, got {T}")
+        if cls.linear(T, start, start).gammas[-1].item() <= gamma_end:
+            raise ValueError(f"β_1 = {start} alone already brings γ_T below {gamma_end} in {T} steps")
+        lo, hi = start, 1 - 1e-12
+        for _ in range(200):
+            mid = (lo + hi) / 2
+            lo, hi = (mid, hi) if cls.linear(T, start, mid).gammas[-1].item() > gamma_end else (lo, mid)
+        return cls.linear(T, start, (lo + hi) / 2)
+
+    @classmethod
     def cosine(cls, T: int = 1000, s: float = 0.008, max_beta: float = 0.999) -> NoiseSchedule:
         """Nichol & Dhariwal's cosine schedule: γ(u) ∝ cos²((u + s)/(1 + s) · π/2), u = t/T."""
         u = torch.arange(T + 1, dtype=torch.float64) / T

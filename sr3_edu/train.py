@@ -1153,6 +1153,7 @@ def export(
     start: str = "noise",
     gamma_start: float = 0.2,
     clip_y0: bool = False,
+    betas: tuple[float, float] | None = None,
     overwrite: bool = False,
 ) -> Path:
     """Write a model file (`sr3_edu.checkpoint.model_file`) from a training checkpoint's EMA weights.
@@ -1160,7 +1161,8 @@ def export(
     ``steps``, ``variance``, ``start``, ``gamma_start`` and ``clip_y0`` are the default inference settings stored
     with it (see `sr3_edu.upscale.super_resolve`): the training schedule respaced to ``steps`` (the paper's budget
     is at most 100), the sampler's σ_t² ("paper": 1 − α_t), where the chain starts ("noise": the paper's
-    Algorithm 2; "bicubic": part-way at γ_start) and whether ŷ_0 is clipped inside each step.
+    Algorithm 2; "bicubic": part-way at γ_start) and whether ŷ_0 is clipped inside each step. ``betas`` = (β_1, β_n)
+    stores a linear β schedule of ``steps`` steps in place of the training schedule respaced (from noise only).
     ``sr3-edu search`` prints the flags of the best schedule on the validation photos.
     The metadata records the training command(s), steps, training time, hardware and data.
     """
@@ -1171,9 +1173,14 @@ def export(
         raise ConfigError(f"start must be 'noise' or 'bicubic', got {start!r}")
     if not 0 < gamma_start < 1:
         raise ConfigError(f"gamma_start is a noise level γ in (0, 1), got {gamma_start}")
+    if betas is not None:
+        if len(betas) != 2 or not 0 < betas[0] <= betas[1] < 1:
+            raise ConfigError(f"--betas are β_1 and β_n of a linear schedule, 0 < β_1 ≤ β_n < 1; got {list(betas)}")
+        if start != "noise":
+            raise ConfigError("--betas (a linear β schedule) runs from pure noise; it needs --start noise")
     ckpt = load_checkpoint(checkpoint, kind="train", map_location="cpu")
     config = TrainConfig.from_dict(ckpt.get("config", {}))
-    if not 1 <= steps <= config.T:
+    if steps < 1 or (betas is None and steps > config.T):
         raise ConfigError(f"--steps must be between 1 and the training schedule's T = {config.T}, got {steps}")
     if out.exists() and out.resolve() == checkpoint.resolve():
         raise ConfigError(f"--out {out} is the checkpoint itself; choose another file name")
@@ -1210,6 +1217,7 @@ def export(
         "start": start,
         "gamma_start": float(gamma_start),
         "clip_y0": bool(clip_y0),
+        "betas": None if betas is None else [float(b) for b in betas],
         "schedule": {"kind": "linear", "T": config.T, "beta_start": config.beta_start, "beta_end": config.beta_end},
     }
     obj = model_file(model, objective=ckpt["objective"], scale=ckpt["scale"], inference=inference, meta=meta, half=half)
@@ -1242,6 +1250,15 @@ def add_export_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--clip-y0", choices=["on", "off"], default="off", help="default for clipping ŷ_0 to [−1, 1] in each step"
     )
+    parser.add_argument(
+        "--betas",
+        type=float,
+        nargs=2,
+        default=None,
+        metavar=("B1", "BN"),
+        help="default chain: a linear β schedule from B1 to BN over --steps steps (from noise) instead of the "
+        "training schedule respaced",
+    )
     parser.add_argument("--force", action="store_true", help="replace --out if it exists")
 
 
@@ -1256,6 +1273,7 @@ def run_export(args: argparse.Namespace) -> int:
         start=args.start,
         gamma_start=args.gamma_start,
         clip_y0=args.clip_y0 == "on",
+        betas=None if args.betas is None else tuple(args.betas),
         overwrite=args.force,
     )
     print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")

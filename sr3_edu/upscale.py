@@ -3,9 +3,10 @@
 The inference schedule. f_θ is conditioned on the continuous noise level γ, never on the step index, so it can be
 sampled with a chain other than the one it was trained on (SR3 §2.4: "flexibility in choosing number of diffusion
 steps, and the noise schedule during inference"). `inference_schedule` keeps n of the training schedule's γ_t,
-evenly spaced in t (`NoiseSchedule.respace`): a short chain through the same noise levels. The paper capped
-inference at 100 steps and searched the schedule on held-out data; `sr3_edu.evaluate.search_schedules` does
-that search here.
+evenly spaced in t (`NoiseSchedule.respace`): a short chain through the same noise levels. Or, with
+``betas=(β_1, β_n)``, a fresh linear β schedule of n steps (`NoiseSchedule.linear`), the form the paper's inference
+schedules take. The paper capped inference at 100 steps and searched the schedule on held-out data;
+`sr3_edu.evaluate.search_schedules` does that search here.
 
 Two ways to start the chain:
 
@@ -44,6 +45,7 @@ from .schedule import NoiseSchedule
 __all__ = [
     "DEFAULT_INFERENCE",
     "inference_options",
+    "describe",
     "sampler_options",
     "inference_schedule",
     "training_schedule",
@@ -60,10 +62,13 @@ DEFAULT_INFERENCE: dict[str, Any] = {
     "start": "noise",
     "gamma_start": 0.2,
     "clip_y0": False,
+    "betas": None,
 }
 """Used for any option that neither the caller nor the model file sets: the paper's 100-step budget, its σ_t² =
 1 − α_t, its start from pure noise and its unclipped update. γ_start only matters for ``start="bicubic"``;
-``clip_y0`` is the reference code's variant (ŷ_0 clipped to [−1, 1] in each step, see `sr3_edu.diffusion.sample`)."""
+``clip_y0`` is the reference code's variant (ŷ_0 clipped to [−1, 1] in each step, see `sr3_edu.diffusion.sample`).
+``betas`` None respaces the training schedule; a pair (β_1, β_n) samples a linear β schedule of ``steps`` steps instead
+(from noise only)."""
 
 
 def inference_options(info: dict | None = None, **given: Any) -> dict[str, Any]:
@@ -72,6 +77,8 @@ def inference_options(info: dict | None = None, **given: Any) -> dict[str, Any]:
     opts = dict(DEFAULT_INFERENCE)
     opts.update({k: v for k, v in ((info or {}).get("inference") or {}).items() if k in DEFAULT_INFERENCE})
     opts.update({k: v for k, v in given.items() if v is not None})
+    if given.get("start") == "bicubic" and given.get("betas") is None:
+        opts["betas"] = None  # a part-way start asked for overrides a model file's linear schedule
     if opts["variance"] not in ("paper", "posterior"):
         raise ValueError(f"variance must be 'paper' or 'posterior', got {opts['variance']!r}")
     if opts["start"] not in ("noise", "bicubic"):
@@ -85,7 +92,24 @@ def inference_options(info: dict | None = None, **given: Any) -> dict[str, Any]:
         float(opts["gamma_start"]),
         bool(opts["clip_y0"]),
     )
+    if opts["betas"] is not None:
+        betas = tuple(float(b) for b in opts["betas"])
+        if len(betas) != 2 or not 0 < betas[0] <= betas[1] < 1:
+            raise ValueError(f"betas are (β_1, β_n) of a linear schedule with 0 < β_1 ≤ β_n < 1, got {opts['betas']}")
+        if opts["start"] != "noise":
+            raise ValueError("a linear β schedule (betas) runs from pure noise; it cannot start part-way (bicubic)")
+        opts["betas"] = betas
     return opts
+
+
+def describe(opts: dict[str, Any]) -> str:
+    """The sampler options in words, for the lines the commands print: e.g. "100 steps, variance=paper, start=noise"."""
+    return (
+        f"{opts['steps']} steps, variance={opts['variance']}, start={opts['start']}"
+        + (f" (γ_start={opts['gamma_start']})" if opts["start"] == "bicubic" else "")
+        + (f", linear β {opts['betas'][0]:g}→{opts['betas'][1]:g}" if opts.get("betas") else "")
+        + (", ŷ_0 clipped" if opts["clip_y0"] else "")
+    )
 
 
 def training_schedule(info: dict | None = None) -> NoiseSchedule:
@@ -108,9 +132,15 @@ def inference_schedule(
     start: str = "noise",
     gamma_start: float = 0.2,
     train_schedule: NoiseSchedule | None = None,
+    betas: tuple[float, float] | None = None,
 ) -> NoiseSchedule:
-    """The chain to sample with: ``train.respace(steps)`` (from noise), or ``train.truncate(γ_start).respace(steps)``
-    (the part-way bicubic start). ``steps`` is capped at the number of training steps it can choose from."""
+    """The chain to sample with: ``train.respace(steps)`` (from noise), ``train.truncate(γ_start).respace(steps)``
+    (the part-way bicubic start), or with ``betas`` = (β_1, β_n) the linear schedule ``NoiseSchedule.linear(steps,
+    β_1, β_n)`` (from noise). A respaced ``steps`` is capped at the number of training steps it can choose from."""
+    if betas is not None:
+        if start != "noise":
+            raise ValueError("a linear β schedule (betas) runs from pure noise; it cannot start part-way (bicubic)")
+        return NoiseSchedule.linear(int(steps), float(betas[0]), float(betas[1]))
     train = train_schedule if train_schedule is not None else NoiseSchedule.linear()
     if start == "bicubic":
         train = train.truncate(gamma_start)
@@ -217,6 +247,7 @@ def super_resolve(
     start: str | None = None,
     gamma_start: float | None = None,
     clip_y0: bool | None = None,
+    betas: tuple[float, float] | None = None,
     generator: torch.Generator | None = None,
     seed: int | None = None,
     batch_size: int = 8,
@@ -238,7 +269,8 @@ def super_resolve(
 
     ``start="bicubic"`` starts part-way at γ_start from the bicubic image (Chung et al. 2022, not the paper's
     Algorithm 2); it makes its own y_T, so a ``y_T`` given with it is refused. ``clip_y0`` clips ŷ_0 to [−1, 1]
-    inside every step (the reference code's variant, not the paper's). ``seed`` (or ``generator``)
+    inside every step (the reference code's variant, not the paper's). ``betas`` = (β_1, β_n) samples a linear β
+    schedule of ``steps`` steps instead of the training schedule respaced. ``seed`` (or ``generator``)
     together with ``batch_size`` fixes every random draw. ``tile`` bounds memory (see `TiledModel`).
     ``train_schedule`` is the schedule the model was trained with (default: the one ``info`` records, see
     `training_schedule`).
@@ -253,7 +285,7 @@ def super_resolve(
     if scale < 1:
         raise ValueError("give the scale (the model file stores it; pass info=… or scale=…)")
     opts = inference_options(
-        info, steps=steps, variance=variance, start=start, gamma_start=gamma_start, clip_y0=clip_y0
+        info, steps=steps, variance=variance, start=start, gamma_start=gamma_start, clip_y0=clip_y0, betas=betas
     )
     if y_T is not None and opts["start"] == "bicubic":
         raise ValueError("start='bicubic' makes its own y_T from the bicubic image; pass y_T only with start='noise'")
@@ -264,7 +296,11 @@ def super_resolve(
     if train_schedule is None:
         train_schedule = training_schedule(info)
     schedule = inference_schedule(
-        opts["steps"], start=opts["start"], gamma_start=opts["gamma_start"], train_schedule=train_schedule
+        opts["steps"],
+        start=opts["start"],
+        gamma_start=opts["gamma_start"],
+        train_schedule=train_schedule,
+        betas=opts["betas"],
     )
     multiple = getattr(model, "multiple", 1)
     net = TiledModel(model, tile, scale) if tile else model
@@ -442,6 +478,16 @@ def add_sampler_arguments(p: argparse.ArgumentParser, *, steps_default: str = "t
         help="'on': clip ŷ_0 to [−1, 1] inside each step (the reference code's variant, not the paper's) "
         "(default: the model file's, else off)",
     )
+    p.add_argument(
+        "--betas",
+        type=float,
+        nargs=2,
+        default=None,
+        metavar=("B1", "BN"),
+        help="sample a linear β schedule from β_1 = B1 to β_n = BN over --steps steps instead of the training "
+        "schedule respaced (from noise; e.g. --steps 100 --betas 1e-6 0.09 ends at γ = 0.01) "
+        "(default: the model file's, else the training schedule respaced)",
+    )
     p.add_argument("--seed", type=int, default=0, help="random seed; with --batch-size it fixes the output")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, mps, or auto (a GPU when there is one)")
     p.add_argument("--batch-size", type=int, default=4, help="images refined together (more = faster on a GPU)")
@@ -462,6 +508,7 @@ def sampler_options(args: argparse.Namespace) -> dict[str, Any]:
         "start": args.start,
         "gamma_start": args.gamma_start,
         "clip_y0": None if clip is None else clip == "on",
+        "betas": None if getattr(args, "betas", None) is None else tuple(args.betas),
     }
 
 
@@ -526,12 +573,7 @@ def run(args: argparse.Namespace) -> int:
     what = (
         "regression"
         if info["objective"] == "regression"
-        else (
-            f"SR3 ({info.get('parametrisation', 'eps')}-parametrised f_θ), {opts['steps']} steps, "
-            f"variance={opts['variance']}, start={opts['start']}"
-            + (f" (γ_start={opts['gamma_start']})" if opts["start"] == "bicubic" else "")
-            + (", ŷ_0 clipped" if opts["clip_y0"] else "")
-        )
+        else f"SR3 ({info.get('parametrisation', 'eps')}-parametrised f_θ), {describe(opts)}"
     )
     print(f"{info['path']}: ×{scale} {what}", file=sys.stderr)
 
@@ -552,6 +594,7 @@ def run(args: argparse.Namespace) -> int:
             start=opts["start"],
             gamma_start=opts["gamma_start"],
             clip_y0=opts["clip_y0"],
+            betas=opts["betas"],
             generator=generator,
             batch_size=args.batch_size,
             progress=progress,

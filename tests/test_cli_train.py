@@ -275,7 +275,17 @@ def test_export_options_and_refusals(trained, tmp_path, capsys):
     assert "is the checkpoint itself" in one_error_line(capsys)
     assert main(["export", "--checkpoint", ckpt, "--out", str(tmp_path / "m4.pt"), "--gamma-start", "1.5"]) == 1
     assert "gamma_start is a noise level" in one_error_line(capsys)
+    assert main(["export", "--checkpoint", ckpt, "--out", str(tmp_path / "m5.pt"), "--betas", "0.1", "1e-4"]) == 1
+    assert "0 < β_1 ≤ β_n < 1" in one_error_line(capsys)
+    linear_bicubic = ["--betas", "1e-4", "0.1", "--start", "bicubic"]
+    assert main(["export", "--checkpoint", ckpt, "--out", str(tmp_path / "m6.pt"), *linear_bicubic]) == 1
+    assert "needs --start noise" in one_error_line(capsys)
     assert file_digests(tmp_path) == before
+
+    linear = ["--steps", "3000", "--betas", "1e-6", "0.01"]  # a linear chain may be longer than the training T
+    assert main(["export", "--checkpoint", ckpt, "--out", str(tmp_path / "lin.pt"), *linear]) == 0
+    assert torch.load(tmp_path / "lin.pt", weights_only=True)["inference"]["betas"] == [1e-6, 0.01]
+    (tmp_path / "lin.pt").unlink()
 
     assert main(["export", "--checkpoint", ckpt, "--out", str(out), "--force"]) == 0
     assert torch.load(out, weights_only=True)["inference"]["steps"] == 100

@@ -157,6 +157,20 @@ def test_search_schedules_scores_every_candidate():
     assert [c["clip_y0"] for c in both] == [False, True]
 
 
+def test_search_tries_linear_chains_from_noise_and_prints_their_flags():
+    cands = default_candidates(steps=(4,), variances=("paper",), starts=("noise",), linear_gammas=(0.01,))
+    assert len(cands) == 2 and "betas" not in cands[0]
+    b1, bn = cands[1]["betas"]
+    assert cands[1]["start"] == "noise" and b1 == pytest.approx(1e-6)
+    assert NoiseSchedule.linear(4, b1, bn).gammas[-1].item() == pytest.approx(0.01)
+    rows = search_schedules(
+        BicubicOracle(), IMAGES, cands, scale=4, crop=32, progress=False, train_schedule=ORACLE_TRAIN
+    )
+    linear = next(r for r in rows if r["betas"])
+    assert linear["nfe"] == 4 and linear["betas"] == [b1, bn]
+    assert f"linear β→{bn:.3g}" in format_search(rows) and "respaced" in format_search(rows)
+
+
 def write_models(tmp_path):
     sr3 = save_atomic(model_file(tiny_unet(), objective="sr3", scale=4, inference={"steps": 2}), tmp_path / "s.pt")
     reg = save_atomic(model_file(tiny_unet(1), objective="regression", scale=4), tmp_path / "r.pt")
@@ -197,13 +211,21 @@ def test_search_command_prints_a_ranking_and_the_best_flags(tmp_path, capsys):
     IMAGES["wide"].save(data / "wide.png")
     out = tmp_path / "search.json"
     args = ["search", "--checkpoint", str(sr3), "--data", str(data), "--steps", "2,3", "--variances", "paper"]
-    assert main(args + ["--starts", "noise,0.5", "--crop", "32", "--json", str(out), "--no-progress"]) == 0
+    one = ["--starts", "noise,0.5", "--linear-gammas", "none", "--crop", "32", "--json", str(out), "--no-progress"]
+    assert main(args + one) == 0
     text = capsys.readouterr().out
     assert "best: --steps" in text
     rows = json.loads(out.read_text())["rows"]
     assert len(rows) == 4 and rows[0]["rank"] == 1
     assert main(args[:-2] + ["--variances", "ddim", "--no-progress"]) == 1
     assert "ddim" in capsys.readouterr().err
+    # two step counts × (noise, 0.5, two linear chains) with the default --linear-gammas
+    assert main(args + ["--starts", "noise,0.5", "--crop", "32", "--json", str(out), "--no-progress"]) == 0
+    assert len(json.loads(out.read_text())["rows"]) == 8
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        main(args + ["--linear-gammas", "2"])
+    assert "noise level" in capsys.readouterr().err
 
 
 def test_rank_schedules_never_ranks_a_chain_less_consistent_than_bicubic_as_feasible():

@@ -99,6 +99,16 @@ def test_cosine_and_from_alphas_build_valid_schedules():
     torch.testing.assert_close(a.gammas, torch.tensor([0.9, 0.72, 0.36], dtype=torch.float64))
 
 
+@pytest.mark.parametrize("T, gamma_end", [(25, 1e-2), (100, 1e-3), (50, 4e-5)])
+def test_linear_to_reaches_the_asked_noise_level_on_a_linear_beta(T, gamma_end):
+    s = NoiseSchedule.linear_to(T, gamma_end)
+    assert s.T == T
+    assert s.gammas[-1].item() == pytest.approx(gamma_end, rel=1e-9)
+    assert s.betas[0].item() == pytest.approx(1e-6)
+    steps = s.betas.diff()
+    torch.testing.assert_close(steps, steps[:1].expand_as(steps))  # β_t linear in t
+
+
 @pytest.mark.parametrize(
     "make, message",
     [
@@ -107,6 +117,8 @@ def test_cosine_and_from_alphas_build_valid_schedules():
         (lambda: NoiseSchedule.from_alphas([0.5, 1.5]), "α_t must lie"),
         (lambda: NoiseSchedule.linear(10).respace(11), "respace"),
         (lambda: NoiseSchedule.from_gammas([0.5, 0.6]), "decrease"),
+        (lambda: NoiseSchedule.linear_to(10, 1.5), "gamma_end"),
+        (lambda: NoiseSchedule.linear_to(10, 0.5, start=0.2), "already"),
     ],
 )
 def test_bad_schedules_are_refused_with_a_clear_message(make, message):

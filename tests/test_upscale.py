@@ -19,6 +19,7 @@ from sr3_edu.unet import SR3UNet
 from sr3_edu.upscale import (
     DEFAULT_INFERENCE,
     TiledModel,
+    describe,
     inference_options,
     inference_schedule,
     super_resolve,
@@ -94,6 +95,32 @@ def test_inference_schedule_from_bicubic_starts_at_gamma_start():
         inference_schedule(20, start="middle")
 
 
+def test_inference_schedule_with_betas_is_a_linear_schedule_of_that_many_steps():
+    s = inference_schedule(30, betas=(1e-4, 0.2), train_schedule=NoiseSchedule.linear(50))
+    torch.testing.assert_close(s.betas, NoiseSchedule.linear(30, 1e-4, 0.2).betas)  # not capped at the training T
+    with pytest.raises(ValueError, match="pure noise"):
+        inference_schedule(30, start="bicubic", betas=(1e-4, 0.2))
+
+
+def test_inference_options_check_betas_and_a_bicubic_start_overrides_a_stored_linear_chain():
+    assert inference_options(betas=[1e-4, 0.1])["betas"] == (1e-4, 0.1)
+    for bad in ([0.1, 1e-4], [0.0, 0.1], [1e-4, 1.0], [1e-4]):
+        with pytest.raises(ValueError, match="betas"):
+            inference_options(betas=bad)
+    with pytest.raises(ValueError, match="pure noise"):
+        inference_options(betas=[1e-4, 0.1], start="bicubic")
+    info = {"inference": {"betas": [1e-4, 0.1]}}
+    assert inference_options(info)["betas"] == (1e-4, 0.1)
+    assert inference_options(info, start="bicubic")["betas"] is None
+
+
+def test_describe_names_every_option_in_force():
+    assert describe(inference_options()) == "100 steps, variance=paper, start=noise"
+    text = describe(inference_options(steps=25, betas=(1e-6, 0.3), clip_y0=True))
+    assert text == "25 steps, variance=paper, start=noise, linear β 1e-06→0.3, ŷ_0 clipped"
+    assert "(γ_start=0.5)" in describe(inference_options(start="bicubic", gamma_start=0.5))
+
+
 def test_inference_options_precedence_caller_then_model_file_then_defaults():
     info = {"inference": {"steps": 30, "variance": "posterior", "schedule": {"kind": "linear", "T": 500}}}
     assert inference_options() == DEFAULT_INFERENCE
@@ -111,11 +138,22 @@ def test_inference_options_precedence_caller_then_model_file_then_defaults():
 
 
 @pytest.mark.parametrize("variance", ["paper", "posterior"])
-@pytest.mark.parametrize("start", ["noise", "bicubic"])
+@pytest.mark.parametrize("start", ["noise", "bicubic", "linear"])
 def test_the_oracle_chain_ends_on_the_bicubic_image(variance, start):
     x = lr_batch()
+    # 6 linear steps, β_1 = 1e-3 → β_6 = 0.9 (a β_1 near 1e-6 would leave 1 − γ_1 to float32 rounding in the oracle)
+    betas = (1e-3, 0.9) if start == "linear" else None
+    start = "noise" if start == "linear" else start
     y = super_resolve(
-        BicubicOracle(), x, scale=4, steps=6, variance=variance, start=start, seed=1, train_schedule=ORACLE_TRAIN
+        BicubicOracle(),
+        x,
+        scale=4,
+        steps=6,
+        variance=variance,
+        start=start,
+        betas=betas,
+        seed=1,
+        train_schedule=ORACLE_TRAIN,
     )
     assert y.shape == (2, 3, 52, 84)
     torch.testing.assert_close(y, upscale_bicubic(x, 4).clamp(-1, 1), atol=2e-4, rtol=0)
