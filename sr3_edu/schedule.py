@@ -18,7 +18,8 @@ Indexing: every tensor has length T and index ``t − 1`` holds step ``t`` (t = 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -32,6 +33,8 @@ class NoiseSchedule:
 
     alphas: Tensor
     """Paper α_t (textbook 1 − β_t), shape (T,), float64."""
+    spec: dict[str, Any] | None = field(default=None, repr=False)
+    """How the schedule was made, when a constructor knows (`linear`): what `to_dict` writes."""
 
     def __post_init__(self) -> None:
         a = torch.as_tensor(self.alphas, dtype=torch.float64).flatten().cpu()
@@ -58,7 +61,7 @@ class NoiseSchedule:
         # β_t = start + (end − start)·(t−1)/(T−1)    (textbook β_t, paper 1 − α_t)
         betas = torch.linspace(start, end, T, dtype=torch.float64)
         # α_t = 1 − β_t
-        return cls(1.0 - betas)
+        return cls(1.0 - betas, spec={"kind": "linear", "T": T, "beta_start": start, "beta_end": end})
 
     @classmethod
     def linear_to(cls, T: int, gamma_end: float, start: float = 1e-6) -> NoiseSchedule:
@@ -101,6 +104,23 @@ class NoiseSchedule:
             raise ValueError("γ_t must decrease strictly with t")
         prev = torch.cat([g.new_ones(1), g[:-1]])
         return cls(g / prev)
+
+    @classmethod
+    def from_dict(cls, spec: dict[str, Any]) -> NoiseSchedule:
+        """The schedule `to_dict` wrote (model files store their training schedule so). A linear one may leave out
+        T, beta_start or beta_end, which then take `linear`'s defaults."""
+        kind = spec.get("kind", "linear")
+        if kind == "linear":
+            names = {"T": "T", "beta_start": "start", "beta_end": "end"}
+            return cls.linear(**{arg: spec[key] for key, arg in names.items() if key in spec})
+        if kind == "alphas":
+            return cls.from_alphas(spec["alphas"])
+        raise ValueError(f"unknown noise schedule kind {kind!r} (known: linear, alphas)")
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready description: ``{"kind": "linear", "T", "beta_start", "beta_end"}`` for a linear schedule,
+        else ``{"kind": "alphas", "alphas": [α_1, …, α_T]}``. `from_dict` reads it back."""
+        return dict(self.spec) if self.spec else {"kind": "alphas", "alphas": self.alphas.tolist()}
 
     def respace(self, n: int) -> NoiseSchedule:
         """Keep n of this schedule's γ_t, evenly spaced in t and always keeping γ_T.

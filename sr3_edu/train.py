@@ -1218,7 +1218,7 @@ def export(
         "gamma_start": float(gamma_start),
         "clip_y0": bool(clip_y0),
         "betas": None if betas is None else [float(b) for b in betas],
-        "schedule": {"kind": "linear", "T": config.T, "beta_start": config.beta_start, "beta_end": config.beta_end},
+        "schedule": config.schedule().to_dict(),
     }
     obj = model_file(model, objective=ckpt["objective"], scale=ckpt["scale"], inference=inference, meta=meta, half=half)
     return save_atomic(obj, out)

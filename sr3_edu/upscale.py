@@ -115,15 +115,8 @@ def describe(opts: dict[str, Any]) -> str:
 def training_schedule(info: dict | None = None) -> NoiseSchedule:
     """The schedule the model was trained with, as its model file records it (``info["inference"]["schedule"]``);
     `NoiseSchedule.linear()` (T = 2000, β 1e-6 → 1e-2, the trainer's default) when the file does not say."""
-    spec = ((info or {}).get("inference") or {}).get("schedule") or {}
-    if spec.get("kind", "linear") != "linear":
-        raise ValueError(f"unknown training schedule kind {spec.get('kind')!r} in the model file")
-    args = {k: spec[k] for k in ("T", "beta_start", "beta_end") if k in spec}
-    if "beta_start" in args:
-        args["start"] = args.pop("beta_start")
-    if "beta_end" in args:
-        args["end"] = args.pop("beta_end")
-    return NoiseSchedule.linear(**args)
+    spec = ((info or {}).get("inference") or {}).get("schedule")
+    return NoiseSchedule.from_dict(spec) if spec else NoiseSchedule.linear()
 
 
 def inference_schedule(

@@ -1,5 +1,7 @@
 """The notation identities of the schedule, and the WaveGrad/SR3 noise-level distribution p(γ)."""
 
+import json
+
 import pytest
 import torch
 
@@ -97,6 +99,17 @@ def test_cosine_and_from_alphas_build_valid_schedules():
     assert c.T == 100 and bool((c.gammas[1:] < c.gammas[:-1]).all())
     a = NoiseSchedule.from_alphas([0.9, 0.8, 0.5])
     torch.testing.assert_close(a.gammas, torch.tensor([0.9, 0.72, 0.36], dtype=torch.float64))
+
+
+def test_a_schedule_writes_and_reads_its_own_serialised_form():
+    linear = NoiseSchedule.linear(500, 1e-5, 2e-2)
+    assert linear.to_dict() == {"kind": "linear", "T": 500, "beta_start": 1e-5, "beta_end": 2e-2}
+    for s in (linear, linear.respace(7), NoiseSchedule.cosine(20)):
+        back = NoiseSchedule.from_dict(json.loads(json.dumps(s.to_dict())))
+        torch.testing.assert_close(back.alphas, s.alphas, rtol=0, atol=0)
+    assert NoiseSchedule.from_dict({"kind": "linear", "T": 30}).betas[-1].item() == pytest.approx(1e-2)
+    with pytest.raises(ValueError, match="unknown noise schedule kind 'sigmoid'"):
+        NoiseSchedule.from_dict({"kind": "sigmoid"})
 
 
 @pytest.mark.parametrize("T, gamma_end", [(25, 1e-2), (100, 1e-3), (50, 4e-5)])
