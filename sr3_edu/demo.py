@@ -23,8 +23,9 @@ from typing import Any
 import torch
 
 from .checkpoint import CheckpointError, load_model, shipped_model_path
+from .devices import resolve_device
 from .evaluate import evaluate, format_table, load_images
-from .upscale import HelpFormatter, _device, inference_options
+from .upscale import HelpFormatter, inference_options
 
 __all__ = ["add_arguments", "run", "plot_comparison", "plot_refinement", "train_models"]
 
@@ -215,7 +216,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--samples must be at least 1, got {args.samples}")
     if args.crop is not None and args.crop < 16:
         raise ValueError(f"--crop must be at least 16 pixels, got {args.crop}")
-    device = _device(args.device)
+    device = resolve_device(args.device)
     images = load_images(args.data, "val")
     sr3_path, reg_path = args.checkpoint, args.regression
     if args.train:

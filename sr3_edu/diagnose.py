@@ -19,9 +19,10 @@ import sys
 import torch
 from torch import Tensor
 
+from .devices import resolve_device
 from .diffusion import _model_device_dtype, q_sample
 from .evaluate import _load_sr3, load_images, tensor_pairs
-from .upscale import HelpFormatter, _device, super_resolve
+from .upscale import HelpFormatter, super_resolve
 
 __all__ = ["noise_estimate_errors", "paper_chain", "chain_drift", "add_arguments", "run"]
 
@@ -130,7 +131,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--gammas must lie in (0, 1), got {args.gammas!r}")
     if args.repeats < 1 or args.steps < 1:
         raise ValueError("--repeats and --steps must be at least 1")
-    model, info = _load_sr3(args.checkpoint, _device(args.device))
+    model, info = _load_sr3(args.checkpoint, resolve_device(args.device))
     scale = info["scale"]
     pairs = tensor_pairs(load_images(args.data), scale, args.crop)
     small = [f"{hr.shape[-1]}×{hr.shape[-2]}" for hr, _ in pairs.values() if hr.shape[-2:] != (args.crop, args.crop)]

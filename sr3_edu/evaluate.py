@@ -36,11 +36,11 @@ from torch import Tensor
 
 from . import metrics
 from .checkpoint import CheckpointError, load_model, shipped_model_path
+from .devices import resolve_device
 from .images import IMAGE_SUFFIXES, downscale_pil, load_rgb, to_tensor, upscale_bicubic
 from .schedule import NoiseSchedule
 from .upscale import (
     HelpFormatter,
-    _device,
     add_sampler_arguments,
     describe,
     inference_options,
@@ -680,7 +680,7 @@ def _check_scale(arg: int | None, info: dict) -> int:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    device = _device(args.device)
+    device = resolve_device(args.device)
     images = load_images(args.data)
     model, info = _load_sr3(args.checkpoint, device)
     scale = _check_scale(args.scale, info)
@@ -786,7 +786,7 @@ def run_search(args: argparse.Namespace) -> int:
     bad = [v for v in variances if v not in ("paper", "posterior")]
     if bad:
         raise ValueError(f"--variances: {bad[0]!r} is not one of paper, posterior")
-    device = _device(args.device)
+    device = resolve_device(args.device)
     images = load_images(args.data)
     model, info = _load_sr3(args.checkpoint, device)
     scale = _check_scale(args.scale, info)

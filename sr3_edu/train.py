@@ -66,6 +66,7 @@ from torch import Tensor
 
 from . import diffusion
 from .checkpoint import FORMAT, VERSION, CheckpointError, load_checkpoint, model_file, save_atomic
+from .devices import resolve_device
 from .images import to_image, upscale_bicubic
 from .regression import regress, regression_loss
 from .schedule import NoiseSchedule
@@ -400,27 +401,6 @@ def _cpu_model() -> str:
     return (platform.processor() or platform.machine() or "unknown CPU") + f" ({os.cpu_count()} logical CPUs)"
 
 
-def _resolve_device(name: str, local_rank: int) -> torch.device:
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda", local_rank)
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    device = torch.device(name)
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ConfigError(
-                f"device {name!r} was asked for, but this torch ({torch.__version__}) sees no CUDA GPU; "
-                f"use --device cpu or auto"
-            )
-        if device.index is None:
-            device = torch.device("cuda", local_rank)
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise ConfigError("device 'mps' was asked for, but MPS is not available here; use --device cpu or auto")
-    return device
-
-
 # ----------------------------------------------------------------------------------------------------- the run
 def _rng_state() -> dict[str, Any]:
     """Every global RNG state, as tensors and plain values (loadable with weights_only=True)."""
@@ -503,7 +483,10 @@ class Trainer:
         self.is_main = self.rank == 0
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
-        self.device = _resolve_device(cfg.device, self.local_rank)
+        try:
+            self.device = resolve_device(cfg.device, self.local_rank)
+        except ValueError as e:
+            raise ConfigError(str(e)) from e
 
         # Everything that can fail on bad input happens before the first file is written.
         ckpt = _checkpoint if _checkpoint is not None else (self._read_resume_checkpoint() if resume else None)

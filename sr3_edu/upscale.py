@@ -37,6 +37,7 @@ from PIL import Image
 from torch import Tensor
 
 from .checkpoint import load_model
+from .devices import resolve_device
 from .diffusion import RefinementStep, q_sample, sample
 from .images import IMAGE_SUFFIXES, load_rgb, to_image, to_tensor, upscale_bicubic
 from .regression import regress
@@ -413,18 +414,6 @@ def _input_files(path: Path) -> list[Path]:
 # ------------------------------------------------------------------------------------------------------ CLI
 
 
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError as e:
-        raise ValueError(f"unknown device {name!r} (use cpu, cuda, cuda:1, mps or auto)") from e
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} asked for, but this torch sees no CUDA GPU; use --device cpu")
-    return device
-
-
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """Shows "(default: …)" only where it says something: not for None/False, nor where the help states it."""
 
@@ -560,7 +549,7 @@ def run(args: argparse.Namespace) -> int:
     if not images:
         raise ValueError(f"no readable images in {src}")
 
-    model, info = load_model(args.checkpoint, device=_device(args.device), objective="sr3")
+    model, info = load_model(args.checkpoint, device=resolve_device(args.device), objective="sr3")
     scale = info["scale"]
     opts = inference_options(info, **sampler_options(args))
     what = (
