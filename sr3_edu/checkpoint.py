@@ -12,15 +12,14 @@ Two kinds of file, both plain dicts of tensors and Python primitives, loaded onl
 from __future__ import annotations
 
 import io
-import os
 import pickle
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from .files import write_atomic
 from .unet import SR3UNet
 
 __all__ = [
@@ -49,24 +48,7 @@ def save_atomic(obj: dict[str, Any], path: str | Path) -> Path:
     rename is atomic on POSIX, so readers (and a process killed mid-write) see either the old file or the new
     one, never a torn one.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)  # make the rename itself durable
-    finally:
-        os.close(dir_fd)
-    return path
+    return write_atomic(path, lambda f: torch.save(obj, f), durable=True)
 
 
 def load_checkpoint(path: str | Path, kind: str | None = None, map_location: str | torch.device = "cpu") -> dict:

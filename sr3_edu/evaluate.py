@@ -22,9 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import sys
-import tempfile
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -37,6 +35,7 @@ from torch import Tensor
 from . import metrics
 from .checkpoint import CheckpointError, load_model, shipped_model_path
 from .devices import resolve_device
+from .files import write_atomic
 from .images import IMAGE_SUFFIXES, downscale_pil, load_rgb, to_tensor, upscale_bicubic
 from .schedule import NoiseSchedule
 from .upscale import (
@@ -623,18 +622,8 @@ def _write_json(obj: Any, path: str | Path) -> Path:
             return [clean(v) for v in o]
         return o
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="." + path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(clean(obj), f, indent=2, ensure_ascii=False)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    text = json.dumps(clean(obj), indent=2, ensure_ascii=False) + "\n"
+    return write_atomic(path, lambda f: f.write(text.encode()))
 
 
 def _add_common(p: argparse.ArgumentParser, crop_default: int | None) -> None:

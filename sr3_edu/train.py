@@ -67,6 +67,7 @@ from torch import Tensor
 from . import diffusion
 from .checkpoint import FORMAT, VERSION, CheckpointError, load_checkpoint, model_file, save_atomic
 from .devices import resolve_device
+from .files import write_atomic
 from .images import to_image, upscale_bicubic
 from .regression import regress, regression_loss
 from .schedule import NoiseSchedule
@@ -716,11 +717,7 @@ class Trainer:
         rows = [upscale_bicubic(x_lr, cfg.scale), y.float().cpu(), y0]
         grid = torch.cat([torch.cat(list(r), dim=-1) for r in rows], dim=-2)  # (3, 3·H, n·W)
         path = Path(path) if path is not None else self.out / "samples" / f"step_{self.step:07d}.png"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp.png")
-        to_image(grid).save(tmp)
-        os.replace(tmp, path)
-        return path
+        return write_atomic(path, lambda f: to_image(grid).save(f, format="PNG"))
 
     # ------------------------------------------------------------------------------------------------ checkpoints
     def checkpoint(self) -> dict[str, Any]:
@@ -949,9 +946,7 @@ def _progress(total: int, initial: int, disable: bool):
 
 
 def _write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    write_atomic(path, lambda f: f.write(text.encode()))
 
 
 # ------------------------------------------------------------------------------------------------ command line

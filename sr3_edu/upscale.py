@@ -24,9 +24,7 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import sys
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -39,6 +37,7 @@ from torch import Tensor
 from .checkpoint import load_model
 from .devices import resolve_device
 from .diffusion import RefinementStep, q_sample, sample
+from .files import write_atomic
 from .images import IMAGE_SUFFIXES, load_rgb, to_image, to_tensor, upscale_bicubic
 from .regression import regress
 from .schedule import NoiseSchedule
@@ -388,16 +387,7 @@ def write_image_atomic(img: Image.Image, path: str | Path) -> Path:
     fmt = Image.registered_extensions().get(path.suffix.lower())
     if fmt is None or path.suffix.lower() not in IMAGE_SUFFIXES:
         raise ValueError(f"cannot tell the image format of {path}: use a suffix among {', '.join(IMAGE_SUFFIXES)}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="." + path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            img.save(f, format=fmt)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_atomic(path, lambda f: img.save(f, format=fmt))
 
 
 def _input_files(path: Path) -> list[Path]:

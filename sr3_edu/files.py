@@ -1,0 +1,41 @@
+"""Writing files so that an interrupted run never leaves a torn one: every model file, checkpoint, image and JSON
+the package writes goes through `write_atomic`."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import BinaryIO
+
+__all__ = ["write_atomic"]
+
+
+def write_atomic(path: str | Path, write: Callable[[BinaryIO], object], *, durable: bool = False) -> Path:
+    """Call ``write(f)`` on a temporary file beside ``path``, then rename it over ``path``; returns ``path``.
+
+    The rename is atomic on POSIX, so a reader (or a process killed mid-write) sees the old file or the new one, never
+    half of one; on any error the temporary file is removed and ``path`` is left as it was. ``durable`` also fsyncs
+    the file and its folder before returning, so the new file survives a power cut (for training checkpoints).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    if durable:
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)  # make the rename itself durable
+        finally:
+            os.close(dir_fd)
+    return path
