@@ -129,11 +129,14 @@ def _build(unet_config: dict, state: dict, path: Path, device) -> SR3UNet:
     return model.to(device).eval()
 
 
-def load_model(path: str | Path | None = None, device: str | torch.device = "cpu", objective: str = "sr3"):
+def load_model(
+    path: str | Path | None = None, device: str | torch.device = "cpu", objective: str = "sr3", *, strict: bool = False
+):
     """Rebuild a model for inference from a model file or a training checkpoint (its EMA weights).
 
-    ``path=None`` loads the model shipped with the package for ``objective`` ("sr3" or "regression").
-    Returns ``(model, info)`` where info holds objective, scale, inference options and metadata.
+    ``path=None`` loads the model shipped with the package for ``objective`` ("sr3" or "regression"); with
+    ``strict`` a file trained for another objective is refused (ValueError). Returns ``(model, info)`` where info
+    holds objective, scale, inference options and metadata.
     """
     path = Path(path) if path is not None else shipped_model_path(objective)
     obj = load_checkpoint(path)
@@ -154,6 +157,8 @@ def load_model(path: str | Path | None = None, device: str | torch.device = "cpu
         "step": obj.get("step", obj.get("meta", {}).get("steps")),
         "path": str(path),
     }
+    if strict and info["objective"] != objective:
+        raise ValueError(f"{path} is a {info['objective']!r} model, but a {objective!r} one is needed here")
     return model, info
 
 

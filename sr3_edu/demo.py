@@ -200,14 +200,11 @@ def _load(arg: str | None, objective: str, device):
             print(f"note: no regression column ({e})", file=sys.stderr)
             return None, None
     try:
-        model, info = load_model(arg, device=device, objective=objective)
+        return load_model(arg, device=device, objective=objective, strict=True)
     except CheckpointError as e:
         if arg is None:
             raise CheckpointError(f"{e}; or run `python -m sr3_edu demo --train` to train both models first") from e
         raise
-    if info["objective"] != objective:
-        raise ValueError(f"{info['path']} is a {info['objective']!r} model, but a {objective!r} one is needed here")
-    return model, info
 
 
 def run(args: argparse.Namespace) -> int:

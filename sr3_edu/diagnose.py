@@ -19,9 +19,10 @@ import sys
 import torch
 from torch import Tensor
 
+from .checkpoint import load_model
 from .devices import resolve_device
-from .diffusion import _model_device_dtype, q_sample
-from .evaluate import _load_sr3, load_images, tensor_pairs
+from .diffusion import model_device_dtype, q_sample
+from .evaluate import load_images, tensor_pairs
 from .upscale import HelpFormatter, super_resolve
 
 __all__ = ["noise_estimate_errors", "paper_chain", "chain_drift", "add_arguments", "run"]
@@ -40,7 +41,7 @@ def noise_estimate_errors(
     x fixes the photo's mean, so an exact estimate takes such an offset for noise: 1/√(1−γ) (``mean_response_exact``);
     a network that takes it for signal lets the mean of a chain wander. ``hr`` (B, C, H, W) and ``lr``
     (B, C, H/s, W/s) in [−1, 1]; ``repeats`` draws of ε per γ."""
-    device, _ = _model_device_dtype(model)
+    device, _ = model_device_dtype(model)
     gen = torch.Generator().manual_seed(seed)
     hr, lr = hr.to(device), lr.to(device)
     rows = []
@@ -131,7 +132,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--gammas must lie in (0, 1), got {args.gammas!r}")
     if args.repeats < 1 or args.steps < 1:
         raise ValueError("--repeats and --steps must be at least 1")
-    model, info = _load_sr3(args.checkpoint, resolve_device(args.device))
+    model, info = load_model(args.checkpoint, device=resolve_device(args.device), strict=True)
     scale = info["scale"]
     pairs = tensor_pairs(load_images(args.data), scale, args.crop)
     small = [f"{hr.shape[-1]}×{hr.shape[-2]}" for hr, _ in pairs.values() if hr.shape[-2:] != (args.crop, args.crop)]

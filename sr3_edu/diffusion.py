@@ -115,7 +115,8 @@ class RefinementStep:
     """ŷ_0 = (y_t − √(1−γ_t) ε̂)/√γ_t predicted from y_t (None at t = 0)."""
 
 
-def _model_device_dtype(model) -> tuple[torch.device, torch.dtype]:
+def model_device_dtype(model) -> tuple[torch.device, torch.dtype]:
+    """Where ``model``'s weights live and their dtype; the CPU and float32 for a parameter-free f_θ (an oracle)."""
     try:
         p = next(model.parameters())
         return p.device, p.dtype
@@ -238,7 +239,7 @@ def sample(
     if x_lr.dim() != 4:
         raise ValueError(f"x_lr must be a batch (B, C, h, w), got shape {tuple(x_lr.shape)}")
     coefficients = step_coefficients(schedule, variance)
-    device, dtype = _model_device_dtype(model)
+    device, dtype = model_device_dtype(model)
     x = x_lr.to(device=device, dtype=dtype)
     B, C, h, w = x.shape
     shape = (B, C, h * scale, w * scale)

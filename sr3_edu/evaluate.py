@@ -603,13 +603,6 @@ def _load_regression(arg: str | None, device, scale: int):
     return model, info
 
 
-def _load_sr3(arg: str | None, device):
-    model, info = load_model(arg, device=device, objective="sr3")
-    if info["objective"] != "sr3":
-        raise ValueError(f"--checkpoint {info['path']} is a {info['objective']!r} model; SR3 needs an 'sr3' one")
-    return model, info
-
-
 def _write_json(obj: Any, path: str | Path) -> Path:
     """JSON, written atomically; non-finite numbers become null (JSON has no ∞)."""
 
@@ -671,7 +664,7 @@ def _check_scale(arg: int | None, info: dict) -> int:
 def run_evaluate(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     images = load_images(args.data)
-    model, info = _load_sr3(args.checkpoint, device)
+    model, info = load_model(args.checkpoint, device=device, strict=True)
     scale = _check_scale(args.scale, info)
     reg, reg_info = _load_regression(args.regression, device, scale)
     result = evaluate(
@@ -777,7 +770,7 @@ def run_search(args: argparse.Namespace) -> int:
         raise ValueError(f"--variances: {bad[0]!r} is not one of paper, posterior")
     device = resolve_device(args.device)
     images = load_images(args.data)
-    model, info = _load_sr3(args.checkpoint, device)
+    model, info = load_model(args.checkpoint, device=device, strict=True)
     scale = _check_scale(args.scale, info)
     rows = search_schedules(
         model,

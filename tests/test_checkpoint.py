@@ -136,6 +136,14 @@ def test_model_file_round_trip(tmp_path, half):
         assert torch.equal(got, want)
 
 
+def test_load_model_strict_refuses_a_model_of_another_objective(tmp_path):
+    path = save_atomic(model_file(small_model(), objective="regression", scale=4), tmp_path / "r.pt")
+    assert load_model(path)[1]["objective"] == "regression"  # objective only picks the shipped file
+    assert load_model(path, objective="regression", strict=True)[1]["objective"] == "regression"
+    with pytest.raises(ValueError, match="is a 'regression' model, but a 'sr3' one is needed here"):
+        load_model(path, strict=True)
+
+
 def test_load_model_refuses_weights_that_do_not_fit_their_config(tmp_path):
     obj = model_file(small_model(), objective="sr3", scale=4)
     obj["unet"]["base_channels"] = 32
