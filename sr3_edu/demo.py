@@ -84,7 +84,8 @@ def train_models(out_dir: str | Path, steps: int | None = None, device: str = "a
 
     An interrupted run in ``out_dir`` is resumed rather than restarted.
     """
-    from .train import Trainer, export
+    from .export import export
+    from .train import Trainer
 
     out_dir = Path(out_dir)
     files = {}
