@@ -16,7 +16,7 @@ COMMANDS = {
     "upscale": ("sr3_edu.upscale", "super-resolve an image or a folder of images of any size"),
     "evaluate": ("sr3_edu.evaluate", "score bicubic, regression, SR3 and the mean of SR3 samples on held-out photos"),
     "export": ("sr3_edu.export", "turn a training checkpoint into a small model file (EMA weights, fp16)"),
-    "search": ("sr3_edu.evaluate", "grid-search inference schedules on the validation photos"),
+    "search": ("sr3_edu.search", "grid-search inference schedules on the validation photos"),
     "diagnose": ("sr3_edu.diagnose", "the noise estimate's errors at fixed γ and the drift of a chain from noise"),
     "photos": ("sr3_edu.photos", "gather the built-in training photos and Debian's wallpaper photos into a folder"),
 }

@@ -3,13 +3,15 @@ the package writes goes through `write_atomic`."""
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
-__all__ = ["write_atomic"]
+__all__ = ["write_atomic", "write_json"]
 
 
 def write_atomic(path: str | Path, write: Callable[[BinaryIO], object], *, durable: bool = False) -> Path:
@@ -39,3 +41,19 @@ def write_atomic(path: str | Path, write: Callable[[BinaryIO], object], *, durab
         finally:
             os.close(dir_fd)
     return path
+
+
+def write_json(obj: Any, path: str | Path) -> Path:
+    """``obj`` as indented UTF-8 JSON, written atomically; non-finite numbers become null (JSON has no ∞)."""
+
+    def clean(o):
+        if isinstance(o, float):
+            return o if math.isfinite(o) else None
+        if isinstance(o, dict):
+            return {k: clean(v) for k, v in o.items()}
+        if isinstance(o, (list, tuple)):
+            return [clean(v) for v in o]
+        return o
+
+    text = json.dumps(clean(obj), indent=2, ensure_ascii=False) + "\n"
+    return write_atomic(path, lambda f: f.write(text.encode()))

@@ -6,7 +6,7 @@ steps, and the noise schedule during inference"). `inference_schedule` keeps n o
 evenly spaced in t (`NoiseSchedule.respace`): a short chain through the same noise levels. Or, with
 ``betas=(β_1, β_n)``, a fresh linear β schedule of n steps (`NoiseSchedule.linear`), the form the paper's inference
 schedules take. The paper capped inference at 100 steps and searched the schedule on held-out data;
-`sr3_edu.evaluate.search_schedules` does that search here.
+`sr3_edu.search.search_schedules` does that search here.
 
 Two ways to start the chain:
 
