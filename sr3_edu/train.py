@@ -561,57 +561,42 @@ class Trainer:
             _write_text_atomic(self.out / "config.json", json.dumps(asdict(cfg), indent=2) + "\n")
             self._truncate_metrics()
         self._seconds_at = None
+        self._updating = False
 
     # ---------------------------------------------------------------------------------------------- the loop
     def train(self) -> SR3UNet:
         """Train until ``config.steps``; return the EMA model. Ctrl-C or SIGTERM (what schedulers send before they stop
         a job) saves ``last.pt`` (single process) first, then stops."""
-        cfg, B = self.config, self.config.batch_size
+        cfg = self.config
         batches = self._batches()
         bar = _progress(cfg.steps, self.step, disable=not self.is_main)
         self._seconds_at = time.perf_counter()
-        t_log, images, saved_at, loss_sum, updating = time.perf_counter(), 0, self.step, None, False
+        t_log, images, saved_at, loss = time.perf_counter(), 0, self.step, None
         stack = contextlib.ExitStack()
         stack.enter_context(_sigterm_as_interrupt())
         try:
             while self.step < cfg.steps:
-                self._seed_step()
-                loss_sum = torch.zeros((), device=self.device)
-                for micro in range(cfg.grad_accum):
-                    x_lr, y0 = (
-                        t.to(self.device, non_blocking=True, memory_format=self.memory_format) for t in next(batches)
-                    )
-                    with self._no_sync(micro < cfg.grad_accum - 1), self._autocast():
-                        loss = self._loss(x_lr, y0) / cfg.grad_accum  # scalar, Algorithm 1 (or the L1 regression loss)
-                    loss.backward()
-                    loss_sum += loss.detach()
-                grad_norm = torch.nn.utils.clip_grad_norm_(self.raw.parameters(), cfg.grad_clip or float("inf"))
-                lr = self.optimizer.param_groups[0]["lr"]
-                updating = True  # from here to step += 1 the weights are half-updated: no save on Ctrl-C
-                self.optimizer.step()
-                self.scheduler.step()
-                self.optimizer.zero_grad(set_to_none=True)
-                self._update_ema()
-                self.step += 1
-                self.samples_seen += self.world * B * cfg.grad_accum
-                updating = False
-                images += self.world * B * cfg.grad_accum
+                micro = [next(batches) for _ in range(cfg.grad_accum)]  # grad_accum batches of (x_lr, y0)
+                x_lr, y0 = (torch.cat(ts) for ts in zip(*micro)) if cfg.grad_accum > 1 else micro[0]
+                loss, grad_norm, lr = self.train_step((x_lr, y0))
+                images += self.world * x_lr.shape[0]
                 bar.update(1)
 
                 last = self.step == cfg.steps
                 if self.step % cfg.log_every == 0 or last:
                     now = time.perf_counter()
-                    record = self._log(self._mean_over_ranks(loss_sum), lr, float(grad_norm), images / (now - t_log))
+                    record = self._log(self._mean_over_ranks(loss), lr, float(grad_norm), images / (now - t_log))
                     bar.set_postfix(loss=f"{record['loss']:.4f}", img_s=f"{record['images_per_s']:.1f}", refresh=False)
                     t_log, images = now, 0
                 if self.is_main and cfg.sample_every and (self.step % cfg.sample_every == 0 or last):
                     self.sample_grid()
                 if _every(self.step, cfg.save_every) or _every(self.step, cfg.keep_every) or last:
-                    self._check_finite(loss_sum)
+                    self._check_finite(loss)
                     self.save()
                     saved_at = self.step
         except KeyboardInterrupt:
-            if not (self.ddp or updating) and self.step > saved_at and bool(torch.isfinite(loss_sum)):
+            finite = loss is None or bool(torch.isfinite(loss))
+            if not (self.ddp or self._updating) and self.step > saved_at and finite:
                 self.save()
                 print(f"\ninterrupted: saved step {self.step} to {self.ckpt_dir / 'last.pt'}", file=sys.stderr)
             raise
@@ -622,6 +607,34 @@ class Trainer:
             self._seconds_at = None
         self._check_replicas()
         return self.ema
+
+    def train_step(self, batch: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor, float]:
+        """One optimizer step on ``batch`` = (x_lr, y0), ``batch_size · grad_accum`` pairs (split into ``grad_accum``
+        micro-batches): Algorithm 1's loss (or the regression's), backward, gradient clipping, the optimizer and the
+        warm-up, then the EMA. Returns (the loss, a 0-d tensor; the gradient norm before clipping; the lr used).
+        The noise of the step depends on (seed, step, rank) only, so the same batch at the same step gives the same
+        update. This is the step `train` runs and the benchmarks time."""
+        cfg = self.config
+        self._seed_step()
+        loss_sum = torch.zeros((), device=self.device)
+        chunks = zip(*(t.chunk(cfg.grad_accum) for t in batch))
+        for micro, (x_lr, y0) in enumerate(chunks):
+            x_lr, y0 = (t.to(self.device, non_blocking=True, memory_format=self.memory_format) for t in (x_lr, y0))
+            with self._no_sync(micro < cfg.grad_accum - 1), self._autocast():
+                loss = self._loss(x_lr, y0) / cfg.grad_accum  # scalar, Algorithm 1 (or the L1 regression loss)
+            loss.backward()
+            loss_sum += loss.detach()
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.raw.parameters(), cfg.grad_clip or float("inf"))
+        lr = self.optimizer.param_groups[0]["lr"]
+        self._updating = True  # from here to step += 1 the weights are half-updated: no save on Ctrl-C
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self._update_ema()
+        self.step += 1
+        self.samples_seen += self.world * batch[0].shape[0]
+        self._updating = False
+        return loss_sum, grad_norm, lr
 
     def _loss(self, x_lr: Tensor, y0: Tensor) -> Tensor:
         cfg = self.config

@@ -272,6 +272,31 @@ def test_grad_accumulation_consumes_micro_batches(tmp_path):
     assert trainer.samples_seen == 3 * 2 * 4
 
 
+def test_train_step_is_the_step_train_runs(tmp_path):
+    data = Patterns()
+    batch = tuple(torch.stack(t) for t in zip(*(data[i] for i in range(4))))  # (x_lr, y0), batch_size 4
+    steps = []
+    for name in ("a", "b"):
+        with Trainer(micro(ema_decay=0.5), tmp_path / name, dataset=data) as t:
+            before = {k: v.clone() for k, v in t.raw.state_dict().items()}
+            loss, grad_norm, lr = t.train_step(batch)
+            steps.append((t, before, loss))
+    (a, before, loss), (b, _, loss_b) = steps
+    assert (a.step, a.samples_seen) == (1, 4) and torch.isfinite(loss) and float(grad_norm) > 0
+    assert lr == pytest.approx(1e-3 / 5)  # the first step of a 5-step warm-up
+    assert torch.equal(loss, loss_b)  # the same batch at the same step: the same update, bit for bit
+    after, ema = a.raw.state_dict(), a.ema.state_dict()
+    assert any(not torch.equal(after[k], before[k]) for k in after)
+    for k, v in after.items():
+        if v.is_floating_point():
+            torch.testing.assert_close(ema[k], 0.5 * before[k] + 0.5 * v)  # θ_ema ← d·θ_ema + (1 − d)·θ, d = 0.5
+            assert torch.equal(v, b.raw.state_dict()[k])
+    # with grad_accum = 2 the same 4 pairs are two micro-batches of 2 (each with its own noise draws): one step
+    with Trainer(micro(batch_size=2, grad_accum=2), tmp_path / "c", dataset=data) as c:
+        loss_c, _, _ = c.train_step(batch)
+    assert (c.step, c.samples_seen) == (1, 4) and torch.isfinite(loss_c)
+
+
 # ------------------------------------------------------------------------------------------ resume and refusals
 def test_metrics_written_after_the_checkpoint_are_dropped_on_resume(tmp_path):
     run(micro(steps=3, save_every=3), tmp_path)
