@@ -152,7 +152,7 @@ def _sr3_samples(
         start=opts["start"],
         gamma_start=opts["gamma_start"],
         clip_y0=opts["clip_y0"],
-        betas=opts["betas"],
+        betas=opts["betas"] or "off",  # resolved: None here means respaced, not "the model file's"
         generator=generator,
         batch_size=batch_size,
         progress=progress,

@@ -23,7 +23,7 @@ def write_atomic(path: str | Path, write: Callable[[BinaryIO], object], *, durab
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f"{path.name}.tmp", dir=path.parent)  # "last.pt.tmpXXXX": what cleanups look for
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)

@@ -68,7 +68,9 @@ DEFAULT_INFERENCE: dict[str, Any] = {
 1 − α_t, its start from pure noise and its unclipped update. γ_start only matters for ``start="bicubic"``;
 ``clip_y0`` is the reference code's variant (ŷ_0 clipped to [−1, 1] in each step, see `sr3_edu.diffusion.sample`).
 ``betas`` None respaces the training schedule; a pair (β_1, β_n) samples a linear β schedule of ``steps`` steps instead
-(from noise only)."""
+(from noise only). A caller's ``betas="off"`` respaces the training schedule whatever the model file stores; a
+caller's ``steps`` other than the file's stretches the file's linear schedule to that length (the same β_1 and the same
+first noise level γ_n, `NoiseSchedule.linear_to`), as β_n was chosen for the file's own number of steps."""
 
 
 def inference_options(info: dict | None = None, **given: Any) -> dict[str, Any]:
@@ -77,8 +79,8 @@ def inference_options(info: dict | None = None, **given: Any) -> dict[str, Any]:
     opts = dict(DEFAULT_INFERENCE)
     opts.update({k: v for k, v in ((info or {}).get("inference") or {}).items() if k in DEFAULT_INFERENCE})
     opts.update({k: v for k, v in given.items() if v is not None})
-    if given.get("start") == "bicubic" and given.get("betas") is None:
-        opts["betas"] = None  # a part-way start asked for overrides a model file's linear schedule
+    if given.get("betas") == "off" or (given.get("start") == "bicubic" and given.get("betas") is None):
+        opts["betas"] = None  # the training schedule respaced, over a model file's linear schedule
     if opts["variance"] not in ("paper", "posterior"):
         raise ValueError(f"variance must be 'paper' or 'posterior', got {opts['variance']!r}")
     if opts["start"] not in ("noise", "bicubic"):
@@ -98,6 +100,12 @@ def inference_options(info: dict | None = None, **given: Any) -> dict[str, Any]:
             raise ValueError(f"betas are (β_1, β_n) of a linear schedule with 0 < β_1 ≤ β_n < 1, got {opts['betas']}")
         if opts["start"] != "noise":
             raise ValueError("a linear β schedule (betas) runs from pure noise; it cannot start part-way (bicubic)")
+        stored = (info or {}).get("inference") or {}
+        n = int(stored.get("steps") or DEFAULT_INFERENCE["steps"])
+        if given.get("betas") is None and given.get("steps") is not None and stored.get("betas") and n != opts["steps"]:
+            # The model file's linear chain at another length: the same β_1 and the same first noise level γ_T.
+            gamma_T = NoiseSchedule.linear(n, *map(float, stored["betas"])).gammas[-1].item()
+            betas = (betas[0], NoiseSchedule.linear_to(opts["steps"], gamma_T, start=betas[0]).betas[-1].item())
         opts["betas"] = betas
     return opts
 
@@ -240,7 +248,7 @@ def super_resolve(
     start: str | None = None,
     gamma_start: float | None = None,
     clip_y0: bool | None = None,
-    betas: tuple[float, float] | None = None,
+    betas: tuple[float, float] | str | None = None,
     generator: torch.Generator | None = None,
     seed: int | None = None,
     batch_size: int = 8,
@@ -263,7 +271,8 @@ def super_resolve(
     ``start="bicubic"`` starts part-way at γ_start from the bicubic image (Chung et al. 2022, not the paper's
     Algorithm 2); it makes its own y_T, so a ``y_T`` given with it is refused. ``clip_y0`` clips ŷ_0 to [−1, 1]
     inside every step (the reference code's variant, not the paper's). ``betas`` = (β_1, β_n) samples a linear β
-    schedule of ``steps`` steps instead of the training schedule respaced. ``seed`` (or ``generator``)
+    schedule of ``steps`` steps instead of the training schedule respaced; ``"off"`` respaces it whatever ``info``
+    says (see `inference_options`). ``seed`` (or ``generator``)
     together with ``batch_size`` fixes every random draw. ``tile`` bounds memory (see `TiledModel`).
     ``train_schedule`` is the schedule the model was trained with (default: the one ``info`` records, see
     `training_schedule`).
@@ -452,13 +461,14 @@ def add_sampler_arguments(p: argparse.ArgumentParser, *, steps_default: str = "t
     )
     p.add_argument(
         "--betas",
-        type=float,
-        nargs=2,
+        nargs="+",
+        type=_beta_or_off,
         default=None,
-        metavar=("B1", "BN"),
-        help="sample a linear β schedule from β_1 = B1 to β_n = BN over --steps steps instead of the training "
-        "schedule respaced (from noise; e.g. --steps 100 --betas 1e-6 0.09 ends at γ = 0.01) "
-        "(default: the model file's, else the training schedule respaced)",
+        metavar="B",
+        help="'B1 BN': sample a linear β schedule from β_1 = B1 to β_n = BN over --steps steps instead of the training "
+        "schedule respaced (from noise; e.g. --steps 100 --betas 1e-6 0.09 ends at γ = 0.01); 'off': the training "
+        "schedule respaced, whatever the model file says (default: the model file's, else the training schedule "
+        "respaced)",
     )
     p.add_argument("--seed", type=int, default=0, help="random seed; with --batch-size it fixes the output")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, mps, or auto (a GPU when there is one)")
@@ -480,8 +490,28 @@ def sampler_options(args: argparse.Namespace) -> dict[str, Any]:
         "start": args.start,
         "gamma_start": args.gamma_start,
         "clip_y0": None if clip is None else clip == "on",
-        "betas": None if getattr(args, "betas", None) is None else tuple(args.betas),
+        "betas": _betas_flag(getattr(args, "betas", None)),
     }
+
+
+def _beta_or_off(text: str) -> float | str:
+    if text == "off":
+        return text
+    try:
+        return float(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"a β is a number in (0, 1), or 'off'; got {text!r}") from e
+
+
+def _betas_flag(values: list | None) -> tuple[float, float] | str | None:
+    """``--betas``: None (not given), "off" (respace the training schedule), or the pair (β_1, β_n)."""
+    if values is None:
+        return None
+    if values == ["off"]:
+        return "off"
+    if len(values) != 2 or "off" in values:
+        raise ValueError(f"--betas takes two numbers B1 BN, or 'off'; got {' '.join(map(str, values))}")
+    return (float(values[0]), float(values[1]))
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -566,7 +596,7 @@ def run(args: argparse.Namespace) -> int:
             start=opts["start"],
             gamma_start=opts["gamma_start"],
             clip_y0=opts["clip_y0"],
-            betas=opts["betas"],
+            betas=opts["betas"] or "off",  # resolved: None here means respaced, not "the model file's"
             generator=generator,
             batch_size=args.batch_size,
             progress=progress,

@@ -56,6 +56,24 @@ def photo(w, h, seed=0):
 IMAGES = {"wide": photo(50, 38), "square": photo(44, 44, seed=1)}
 
 
+def test_a_model_files_linear_chain_is_used_unless_betas_off_asks_for_the_respaced_one():
+    info = {"scale": 4, "inference": {"steps": 4, "betas": [1e-3, 0.5]}}
+
+    def chain_gammas(**kw):
+        result = evaluate(
+            BicubicOracle(), {"wide": IMAGES["wide"]}, samples=1, progress=False, keep_images=True, trajectory=1,
+            crop=16, sr3_info=info, train_schedule=ORACLE_TRAIN, **kw,
+        )  # fmt: skip
+        return [s[1] for s in result["tensors"]["wide"]["trajectory"][:-1]], result["config"]["betas"]
+
+    gammas, betas = chain_gammas()
+    assert betas == (1e-3, 0.5)
+    assert gammas == pytest.approx(NoiseSchedule.linear(4, 1e-3, 0.5).gammas.flip(0).tolist())
+    gammas, betas = chain_gammas(betas="off")
+    assert betas is None
+    assert gammas == pytest.approx(ORACLE_TRAIN.respace(4).gammas.flip(0).tolist())
+
+
 def test_prepare_pair_crops_to_the_scale_and_makes_the_training_lr():
     hr, lr = prepare_pair(photo(50, 38), 4)
     assert hr.size == (48, 36) and lr.size == (12, 9)

@@ -1,5 +1,6 @@
 """super_resolve and the `upscale` command: schedules, padding, exact output sizes, bad input."""
 
+import argparse
 import subprocess
 import sys
 from pathlib import Path
@@ -19,9 +20,11 @@ from sr3_edu.unet import SR3UNet
 from sr3_edu.upscale import (
     DEFAULT_INFERENCE,
     TiledModel,
+    add_sampler_arguments,
     describe,
     inference_options,
     inference_schedule,
+    sampler_options,
     super_resolve,
     training_schedule,
     write_image_atomic,
@@ -112,6 +115,24 @@ def test_inference_options_check_betas_and_a_bicubic_start_overrides_a_stored_li
     info = {"inference": {"betas": [1e-4, 0.1]}}
     assert inference_options(info)["betas"] == (1e-4, 0.1)
     assert inference_options(info, start="bicubic")["betas"] is None
+    assert inference_options(info, betas="off")["betas"] is None  # `--betas off`: the training schedule respaced
+    # another number of steps keeps the file's chain shape: β_1 and its first noise level γ_n
+    stored = {"inference": {"steps": 50, "betas": [1e-6, 0.17]}}
+    b1, bn = inference_options(stored, steps=25)["betas"]
+    first = NoiseSchedule.linear(50, 1e-6, 0.17).gammas[-1].item()
+    assert b1 == 1e-6 and NoiseSchedule.linear(25, b1, bn).gammas[-1].item() == pytest.approx(first)
+    assert inference_options(stored)["betas"] == (1e-6, 0.17)
+    assert inference_options(stored, steps=25, betas=(1e-6, 0.5))["betas"] == (1e-6, 0.5)  # given betas win
+
+
+def test_the_betas_flag_takes_two_numbers_or_off():
+    p = argparse.ArgumentParser()
+    add_sampler_arguments(p)
+    assert sampler_options(p.parse_args(["--betas", "1e-6", "0.1"]))["betas"] == (1e-6, 0.1)
+    assert sampler_options(p.parse_args(["--betas", "off"]))["betas"] == "off"
+    assert sampler_options(p.parse_args([]))["betas"] is None
+    with pytest.raises(ValueError, match="two numbers B1 BN, or 'off'"):
+        sampler_options(p.parse_args(["--betas", "0.1"]))
 
 
 def test_describe_names_every_option_in_force():
