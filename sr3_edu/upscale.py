@@ -429,7 +429,8 @@ def add_sampler_arguments(p: argparse.ArgumentParser, *, steps_default: str = "t
         "--steps",
         type=int,
         default=None,
-        help=f"refinement steps, the training schedule respaced to this many (default: {steps_default})",
+        help="refinement steps: the model file's chain at this length (the training schedule respaced, or its linear β "
+        f"schedule stretched to the same first noise level) (default: {steps_default})",
     )
     p.add_argument(
         "--variance",
