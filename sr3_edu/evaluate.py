@@ -38,6 +38,7 @@ from .schedule import NoiseSchedule
 from .upscale import (
     HelpFormatter,
     add_sampler_arguments,
+    as_arguments,
     describe,
     inference_options,
     sampler_options,
@@ -147,12 +148,7 @@ def _sr3_samples(
         info=info,
         scale=scale,
         objective="sr3",
-        steps=opts["steps"],
-        variance=opts["variance"],
-        start=opts["start"],
-        gamma_start=opts["gamma_start"],
-        clip_y0=opts["clip_y0"],
-        betas=opts["betas"] or "off",  # resolved: None here means respaced, not "the model file's"
+        **as_arguments(opts),
         generator=generator,
         batch_size=batch_size,
         progress=progress,
@@ -196,7 +192,7 @@ def evaluate(
     start: str | None = None,
     gamma_start: float | None = None,
     clip_y0: bool | None = None,
-    betas: tuple[float, float] | None = None,
+    betas: tuple[float, float] | str | None = None,
     crop: int | None = None,
     batch_size: int = 4,
     progress: bool = True,
@@ -411,9 +407,7 @@ def _load_regression(arg: str | None, device, scale: int):
         except CheckpointError as e:
             print(f"note: no regression baseline ({e})", file=sys.stderr)
             return None, None
-    model, info = load_model(arg, device=device, objective="regression")
-    if info["objective"] != "regression":
-        raise ValueError(f"--regression {info['path']} is a {info['objective']!r} model, not a regression one")
+    model, info = load_model(arg, device=device, objective="regression", strict=True)
     if info["scale"] != scale:
         raise ValueError(f"--regression {info['path']} is ×{info['scale']}, but the SR3 model is ×{scale}")
     return model, info

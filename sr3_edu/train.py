@@ -615,6 +615,11 @@ class Trainer:
         The noise of the step depends on (seed, step, rank) only, so the same batch at the same step gives the same
         update. This is the step `train` runs and the benchmarks time."""
         cfg = self.config
+        if batch[0].shape[0] % cfg.grad_accum:
+            raise ValueError(
+                f"a batch of {batch[0].shape[0]} pairs does not split into grad_accum = {cfg.grad_accum} equal "
+                "micro-batches; give batch_size · grad_accum pairs"
+            )
         self._seed_step()
         loss_sum = torch.zeros((), device=self.device)
         chunks = zip(*(t.chunk(cfg.grad_accum) for t in batch))

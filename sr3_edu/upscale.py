@@ -45,6 +45,7 @@ from .schedule import NoiseSchedule
 __all__ = [
     "DEFAULT_INFERENCE",
     "inference_options",
+    "as_arguments",
     "describe",
     "sampler_options",
     "inference_schedule",
@@ -102,12 +103,18 @@ def inference_options(info: dict | None = None, **given: Any) -> dict[str, Any]:
             raise ValueError("a linear β schedule (betas) runs from pure noise; it cannot start part-way (bicubic)")
         stored = (info or {}).get("inference") or {}
         n = int(stored.get("steps") or DEFAULT_INFERENCE["steps"])
-        if given.get("betas") is None and given.get("steps") is not None and stored.get("betas") and n != opts["steps"]:
+        if given.get("betas") is None and n != opts["steps"]:
             # The model file's linear chain at another length: the same β_1 and the same first noise level γ_T.
-            gamma_T = NoiseSchedule.linear(n, *map(float, stored["betas"])).gammas[-1].item()
+            gamma_T = NoiseSchedule.linear(n, *betas).gammas[-1].item()
             betas = (betas[0], NoiseSchedule.linear_to(opts["steps"], gamma_T, start=betas[0]).betas[-1].item())
         opts["betas"] = betas
     return opts
+
+
+def as_arguments(opts: dict[str, Any]) -> dict[str, Any]:
+    """Options `inference_options` resolved, as `super_resolve`'s keyword arguments: passed on with the same ``info``
+    they resolve to themselves again (a respaced chain is said as ``betas="off"``, as None would mean "the file's")."""
+    return {**{k: opts[k] for k in DEFAULT_INFERENCE}, "betas": opts["betas"] or "off"}
 
 
 def describe(opts: dict[str, Any]) -> str:
@@ -592,12 +599,7 @@ def run(args: argparse.Namespace) -> int:
             model,
             img,
             info=info,
-            steps=opts["steps"],
-            variance=opts["variance"],
-            start=opts["start"],
-            gamma_start=opts["gamma_start"],
-            clip_y0=opts["clip_y0"],
-            betas=opts["betas"] or "off",  # resolved: None here means respaced, not "the model file's"
+            **as_arguments(opts),
             generator=generator,
             batch_size=args.batch_size,
             progress=progress,

@@ -294,6 +294,8 @@ def test_train_step_is_the_step_train_runs(tmp_path):
     # with grad_accum = 2 the same 4 pairs are two micro-batches of 2 (each with its own noise draws): one step
     with Trainer(micro(batch_size=2, grad_accum=2), tmp_path / "c", dataset=data) as c:
         loss_c, _, _ = c.train_step(batch)
+        with pytest.raises(ValueError, match="does not split into grad_accum = 2"):
+            c.train_step(tuple(t[:3] for t in batch))
     assert (c.step, c.samples_seen) == (1, 4) and torch.isfinite(loss_c)
 
 
