@@ -11,7 +11,7 @@ import pytest
 import torch
 from helpers import MICRO_UNET, ROOT, run_sr3, subprocess_env
 
-from sr3_edu.train import _params_digest
+from sr3_edu.train.state import params_digest
 from sr3_edu.unet import SR3UNet
 
 
@@ -56,7 +56,7 @@ def test_two_processes_stay_identical_and_their_checkpoint_resumes_alone(tmp_pat
     assert not any(k.startswith("module.") for k in ckpt["model"])  # the unwrapped U-Net's names
     model = SR3UNet.from_config(ckpt["unet"])
     model.load_state_dict(ckpt["model"])
-    assert _params_digest(model) == replicas[0]["model"]
+    assert params_digest(model) == replicas[0]["model"]
     assert "torchrun --nproc_per_node 2 -m sr3_edu train" in ckpt["meta"]["segments"][0]["command"]
 
     # The same run goes on in one process from where the two left off.

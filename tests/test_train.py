@@ -21,7 +21,8 @@ from PIL import Image
 from sr3_edu import train as train_module
 from sr3_edu.checkpoint import CheckpointError, load_model
 from sr3_edu.images import downscale
-from sr3_edu.train import PRESETS, ConfigError, RunExistsError, TrainConfig, Trainer, _Stream
+from sr3_edu.train import PRESETS, ConfigError, RunExistsError, TrainConfig, Trainer
+from sr3_edu.train.stream import BatchStream
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -141,7 +142,7 @@ def test_cuda_on_a_machine_without_one_is_a_clear_error(tmp_path):
 
 # ----------------------------------------------------------------------------------------------------- data order
 def test_the_stream_visits_each_epoch_as_a_permutation():
-    stream = _Stream(n=10, seed=3, start=0, batch=4)
+    stream = BatchStream(n=10, seed=3, start=0, batch=4)
     keys = [k for batch, _ in zip(stream, range(10)) for k in batch]  # 40 positions = 4 epochs
     for e in range(4):
         epoch_keys = keys[10 * e : 10 * e + 10]
@@ -151,14 +152,14 @@ def test_the_stream_visits_each_epoch_as_a_permutation():
 
 
 def test_a_stream_started_midway_replays_the_rest_exactly():
-    full = [b for b, _ in zip(_Stream(7, 0, 0, 3), range(8))]
-    resumed = [b for b, _ in zip(_Stream(7, 0, 9, 3), range(5))]
+    full = [b for b, _ in zip(BatchStream(7, 0, 0, 3), range(8))]
+    resumed = [b for b, _ in zip(BatchStream(7, 0, 9, 3), range(5))]
     assert resumed == full[3:]
 
 
 def test_ranks_split_the_global_batch_without_overlap():
-    single = [b for b, _ in zip(_Stream(9, 1, 0, 4), range(6))]
-    ranks = [[b for b, _ in zip(_Stream(9, 1, 0, 2, rank=r, world=2), range(6))] for r in range(2)]
+    single = [b for b, _ in zip(BatchStream(9, 1, 0, 4), range(6))]
+    ranks = [[b for b, _ in zip(BatchStream(9, 1, 0, 2, rank=r, world=2), range(6))] for r in range(2)]
     for step in range(6):
         assert ranks[0][step] + ranks[1][step] == single[step]
 
@@ -392,7 +393,7 @@ def test_the_copy_paste_block_runs_verbatim(tmp_path):
         )
     """)
     script = tmp_path / "train_my_sr3.py"
-    script.write_text(prelude + "\n# ---- the block from sr3_edu/train.py ----\n" + block)
+    script.write_text(prelude + "\n# ---- the block from sr3_edu/train/__init__.py ----\n" + block)
     result = subprocess.run(
         [sys.executable, str(script)], cwd=tmp_path, env=subprocess_env(), capture_output=True, text=True, timeout=300
     )
