@@ -193,6 +193,8 @@ def evaluate(
     gamma_start: float | None = None,
     clip_y0: bool | None = None,
     betas: tuple[float, float] | str | None = None,
+    sampler: str | None = None,
+    eta: float | None = None,
     crop: int | None = None,
     batch_size: int = 4,
     progress: bool = True,
@@ -224,7 +226,15 @@ def evaluate(
     if regression_info and regression_info.get("scale") not in (None, scale):
         raise ValueError(f"the regression model is ×{regression_info['scale']} but SR3 is ×{scale}")
     opts = inference_options(
-        sr3_info, steps=steps, variance=variance, start=start, gamma_start=gamma_start, clip_y0=clip_y0, betas=betas
+        sr3_info,
+        steps=steps,
+        variance=variance,
+        start=start,
+        gamma_start=gamma_start,
+        clip_y0=clip_y0,
+        betas=betas,
+        sampler=sampler,
+        eta=eta,
     )
     generator = torch.Generator().manual_seed(int(seed))
 

@@ -40,17 +40,20 @@ def default_candidates(
     starts: Iterable[str | float] = ("noise", 0.05, 0.2, 0.5),
     clips: Iterable[bool] = (False,),
     linear_gammas: Iterable[float] = (),
+    etas: Iterable[float] = (),
 ) -> list[dict[str, Any]]:
-    """The grid: steps × variance × (start ∪ linear) × clip_y0, where a float in ``starts`` is a bicubic start at
+    """The grid: steps × sampler × (start ∪ linear) × clip_y0, where a float in ``starts`` is a bicubic start at
     that γ_start and ``clips`` says whether ŷ_0 is clipped inside each step (the reference code's variant).
+    The samplers are Algorithm 2 with each of ``variances``, then DDIM with each η in ``etas``.
     Each γ in ``linear_gammas`` adds a chain from pure noise on a linear β schedule of that many steps, β_1 = 10⁻⁶
     (the training schedule's), β_n chosen so the chain's noisiest level is γ (`NoiseSchedule.linear_to`)."""
+    samplers = [{"variance": v} for v in variances] + [{"sampler": "ddim", "eta": float(e)} for e in etas]
     grid = []
     for n in steps:
-        for v in variances:
+        for sampler in samplers:
             for s in [*starts, *(("linear", float(g)) for g in linear_gammas)]:
                 for c in clips:
-                    cand: dict[str, Any] = {"steps": int(n), "variance": v, "start": "noise", "clip_y0": bool(c)}
+                    cand: dict[str, Any] = {"steps": int(n), **sampler, "start": "noise", "clip_y0": bool(c)}
                     if isinstance(s, tuple):
                         betas = NoiseSchedule.linear_to(int(n), s[1]).betas
                         cand.update(betas=(betas[0].item(), betas[-1].item()))
@@ -135,6 +138,8 @@ def search_schedules(
             "gamma_start": opts["gamma_start"] if opts["start"] == "bicubic" else None,
             "clip_y0": opts["clip_y0"],
             "betas": list(opts["betas"]) if opts["betas"] else None,
+            "sampler": opts["sampler"],
+            "eta": opts["eta"] if opts["sampler"] == "ddim" else None,
             "nfe": _nfe(opts, train_schedule if train_schedule is not None else training_schedule(info)),
             **{k: v / count for k, v in sums.items()},
         }
@@ -191,7 +196,7 @@ def _nfe(opts: dict, train_schedule: NoiseSchedule | None) -> int:
 
 def format_search(rows: list[dict[str, Any]]) -> str:
     head = (
-        f"{'rank':>4} {'steps':>5} {'NFE':>5} {'variance':>9} {'start':>14} {'chain':>17} {'clip':>4} "
+        f"{'rank':>4} {'steps':>5} {'NFE':>5} {'sampler':>10} {'start':>14} {'chain':>17} {'clip':>4} "
         f"{'PSNR':>7} {'PSNR-Y':>7} {'SSIM':>6} {'Consist.':>9} {'Colour':>7} {'Detail':>7} {'s/img':>7}  in band"
     )
     lines = [head, "-" * len(head)]
@@ -199,8 +204,9 @@ def format_search(rows: list[dict[str, Any]]) -> str:
     for r in rows:
         start = "noise" if r["start"] == "noise" else f"bicubic@{r['gamma_start']:g}"
         chain = f"linear β→{r['betas'][1]:.3g}" if r.get("betas") else "respaced"
+        sampler = f"DDIM η={r['eta']:g}" if r.get("sampler") == "ddim" else r["variance"]
         lines.append(
-            f"{r['rank']:>4} {r['steps']:>5} {r['nfe']:>5} {r['variance']:>9} {start:>14} {chain:>17} "
+            f"{r['rank']:>4} {r['steps']:>5} {r['nfe']:>5} {sampler:>10} {start:>14} {chain:>17} "
             f"{'on' if r.get('clip_y0') else 'off':>4} "
             f"{f('{:.2f}', r['psnr']):>7} {f('{:.2f}', r.get('psnr_y')):>7} "
             f"{f('{:.3f}', r['ssim']):>6} {f('{:.2f}', r['consistency']):>9} "
@@ -225,6 +231,8 @@ def _ints(text: str) -> list[int]:
 
 
 def _starts(text: str) -> list[str | float]:
+    if text.strip() == "none":
+        return []  # only the linear chains of --linear-gammas
     out: list[str | float] = []
     for v in (v.strip() for v in text.split(",") if v.strip()):
         try:
@@ -234,17 +242,25 @@ def _starts(text: str) -> list[str | float]:
     return out
 
 
-def _floats(text: str) -> list[float]:
-    if text.strip() == "none":
-        return []
-    try:
-        out = [float(v) for v in text.split(",") if v.strip()]
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers or 'none', got {text!r}") from e
-    bad = [g for g in out if not 0 < g < 1]
-    if bad:
-        raise argparse.ArgumentTypeError(f"a noise level γ lies in (0, 1), got {bad[0]:g}")
-    return out
+def _floats_or_none(lo: float, hi: float, what: str, open_interval: bool = False):
+    """An argparse type: comma-separated numbers in [lo, hi] ((lo, hi) with ``open_interval``), or 'none'."""
+
+    def parse(text: str) -> list[float]:
+        if text.strip() == "none":
+            return []
+        try:
+            out = [float(v) for v in text.split(",") if v.strip()]
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(f"expected comma-separated numbers or 'none', got {text!r}") from e
+        bad = [v for v in out if not (lo < v < hi if open_interval else lo <= v <= hi)]
+        if bad:
+            raise argparse.ArgumentTypeError(f"{what}, got {bad[0]:g}")
+        return out
+
+    return parse
+
+
+_floats = _floats_or_none(0.0, 1.0, "a noise level γ lies in (0, 1)", open_interval=True)
 
 
 CLIPS = {"off": (False,), "on": (True,), "both": (False, True)}
@@ -262,7 +278,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--starts",
         type=_starts,
         default="noise,0.05,0.2,0.5",
-        help="starts to try: 'noise' (the paper's) and γ_start values for a part-way bicubic start",
+        help="starts to try: 'noise' (the paper's, the training schedule respaced) and γ_start values for a part-way "
+        "bicubic start; 'none' for only the linear chains of --linear-gammas",
     )
     p.add_argument(
         "--clip-y0",
@@ -276,6 +293,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default="0.01,0.001",
         help="also try chains from pure noise on a linear β schedule (β_1 = 1e-6) that begin at each of these noise "
         "levels γ, comma-separated; 'none' for no linear chains",
+    )
+    p.add_argument(
+        "--etas",
+        type=_floats_or_none(0.0, 1.0, "DDIM's η lies in [0, 1]"),
+        default="none",
+        help="also try DDIM with each of these η (0: deterministic, 1: the ancestral chain), comma-separated; "
+        "'none' for Algorithm 2 only",
     )
     p.add_argument("--samples", type=int, default=1, help="SR3 samples per photo and schedule")
     p.add_argument(
@@ -303,7 +327,7 @@ def run(args: argparse.Namespace) -> int:
     rows = search_schedules(
         model,
         images,
-        default_candidates(args.steps, variances, args.starts, CLIPS[args.clip_y0], args.linear_gammas),
+        default_candidates(args.steps, variances, args.starts, CLIPS[args.clip_y0], args.linear_gammas, args.etas),
         scale=scale,
         info=info,
         samples=args.samples,
@@ -316,6 +340,8 @@ def run(args: argparse.Namespace) -> int:
     print(format_search(rows))
     best = rows[0]
     flags = f"--steps {best['steps']} --variance {best['variance']} --start {best['start']}"
+    if best.get("sampler") == "ddim":
+        flags = f"--steps {best['steps']} --sampler ddim --eta {best['eta']:g} --start {best['start']}"
     if best["start"] == "bicubic":
         flags += f" --gamma-start {best['gamma_start']:g}"
     if best.get("betas"):

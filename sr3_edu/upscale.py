@@ -36,7 +36,7 @@ from torch import Tensor
 
 from .checkpoint import load_model
 from .devices import resolve_device
-from .diffusion import RefinementStep, q_sample, sample
+from .diffusion import SAMPLERS, RefinementStep, q_sample, sample
 from .files import write_atomic
 from .images import IMAGE_SUFFIXES, load_rgb, to_image, to_tensor, upscale_bicubic
 from .regression import regress
@@ -64,6 +64,8 @@ DEFAULT_INFERENCE: dict[str, Any] = {
     "gamma_start": 0.2,
     "clip_y0": False,
     "betas": None,
+    "sampler": "ddpm",
+    "eta": 0.0,
 }
 """Used for any option that neither the caller nor the model file sets: the paper's 100-step budget, its σ_t² =
 1 − α_t, its start from pure noise and its unclipped update. γ_start only matters for ``start="bicubic"``;
@@ -71,7 +73,8 @@ DEFAULT_INFERENCE: dict[str, Any] = {
 ``betas`` None respaces the training schedule; a pair (β_1, β_n) samples a linear β schedule of ``steps`` steps instead
 (from noise only). A caller's ``betas="off"`` respaces the training schedule whatever the model file stores; a
 caller's ``steps`` other than the file's stretches the file's linear schedule to that length (the same β_1 and the same
-first noise level γ_n, `NoiseSchedule.linear_to`), as β_n was chosen for the file's own number of steps."""
+first noise level γ_n, `NoiseSchedule.linear_to`), as β_n was chosen for the file's own number of steps.
+``sampler`` "ddpm" is Algorithm 2; "ddim" takes DDIM steps with noise η × the posterior σ (``variance`` unused)."""
 
 
 def inference_options(info: dict | None = None, **given: Any) -> dict[str, Any]:
@@ -88,6 +91,11 @@ def inference_options(info: dict | None = None, **given: Any) -> dict[str, Any]:
         raise ValueError(f"start must be 'noise' or 'bicubic', got {opts['start']!r}")
     if int(opts["steps"]) < 1:
         raise ValueError(f"steps must be a positive number of refinement steps, got {opts['steps']}")
+    if opts["sampler"] not in SAMPLERS:
+        raise ValueError(f"sampler must be one of {', '.join(SAMPLERS)}, got {opts['sampler']!r}")
+    if not 0 <= float(opts["eta"]) <= 1:
+        raise ValueError(f"eta must be in [0, 1] (0: deterministic DDIM, 1: the ancestral chain), got {opts['eta']}")
+    opts["eta"] = float(opts["eta"])
     if not 0 < float(opts["gamma_start"]) < 1:
         raise ValueError(f"gamma_start is a noise level γ in (0, 1), got {opts['gamma_start']}")
     opts["steps"], opts["gamma_start"], opts["clip_y0"] = (
@@ -119,8 +127,9 @@ def as_arguments(opts: dict[str, Any]) -> dict[str, Any]:
 
 def describe(opts: dict[str, Any]) -> str:
     """The sampler options in words, for the lines the commands print: e.g. "100 steps, variance=paper, start=noise"."""
+    sampler = f"DDIM η={opts['eta']:g}" if opts.get("sampler") == "ddim" else f"variance={opts['variance']}"
     return (
-        f"{opts['steps']} steps, variance={opts['variance']}, start={opts['start']}"
+        f"{opts['steps']} steps, {sampler}, start={opts['start']}"
         + (f" (γ_start={opts['gamma_start']})" if opts["start"] == "bicubic" else "")
         + (f", linear β {opts['betas'][0]:g}→{opts['betas'][1]:g}" if opts.get("betas") else "")
         + (", ŷ_0 clipped" if opts["clip_y0"] else "")
@@ -256,6 +265,8 @@ def super_resolve(
     gamma_start: float | None = None,
     clip_y0: bool | None = None,
     betas: tuple[float, float] | str | None = None,
+    sampler: str | None = None,
+    eta: float | None = None,
     generator: torch.Generator | None = None,
     seed: int | None = None,
     batch_size: int = 8,
@@ -279,7 +290,8 @@ def super_resolve(
     Algorithm 2); it makes its own y_T, so a ``y_T`` given with it is refused. ``clip_y0`` clips ŷ_0 to [−1, 1]
     inside every step (the reference code's variant, not the paper's). ``betas`` = (β_1, β_n) samples a linear β
     schedule of ``steps`` steps instead of the training schedule respaced; ``"off"`` respaces it whatever ``info``
-    says (see `inference_options`). ``seed`` (or ``generator``)
+    says (see `inference_options`). ``sampler="ddim"`` takes DDIM steps with noise ``eta`` × the posterior σ
+    (`sr3_edu.diffusion.ddim_step`). ``seed`` (or ``generator``)
     together with ``batch_size`` fixes every random draw. ``tile`` bounds memory (see `TiledModel`).
     ``train_schedule`` is the schedule the model was trained with (default: the one ``info`` records, see
     `training_schedule`).
@@ -294,7 +306,15 @@ def super_resolve(
     if scale < 1:
         raise ValueError("give the scale (the model file stores it; pass info=… or scale=…)")
     opts = inference_options(
-        info, steps=steps, variance=variance, start=start, gamma_start=gamma_start, clip_y0=clip_y0, betas=betas
+        info,
+        steps=steps,
+        variance=variance,
+        start=start,
+        gamma_start=gamma_start,
+        clip_y0=clip_y0,
+        betas=betas,
+        sampler=sampler,
+        eta=eta,
     )
     if y_T is not None and opts["start"] == "bicubic":
         raise ValueError("start='bicubic' makes its own y_T from the bicubic image; pass y_T only with start='noise'")
@@ -352,6 +372,8 @@ def super_resolve(
                 return_trajectory=return_trajectory,
                 clip_y0=opts["clip_y0"],
                 compile=compile,
+                sampler=opts["sampler"],
+                eta=opts["eta"],
             )
             y, traj = result if return_trajectory else (result, None)
         offset += chunk.shape[0]
@@ -478,6 +500,20 @@ def add_sampler_arguments(p: argparse.ArgumentParser, *, steps_default: str = "t
         "schedule respaced, whatever the model file says (default: the model file's, else the training schedule "
         "respaced)",
     )
+    p.add_argument(
+        "--sampler",
+        choices=SAMPLERS,
+        default=None,
+        help="'ddpm': Algorithm 2, the paper's sampler; 'ddim': DDIM steps (Song et al. 2021), which keep more quality "
+        "at few steps (default: the model file's, else ddpm)",
+    )
+    p.add_argument(
+        "--eta",
+        type=float,
+        default=None,
+        help="DDIM's noise, η × the posterior σ, in [0, 1]: 0 deterministic, 1 the ancestral chain with the "
+        "posterior variance (default: the model file's, else 0)",
+    )
     p.add_argument("--seed", type=int, default=0, help="random seed; with --batch-size it fixes the output")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, mps, or auto (a GPU when there is one)")
     p.add_argument("--batch-size", type=int, default=4, help="images refined together (more = faster on a GPU)")
@@ -499,6 +535,8 @@ def sampler_options(args: argparse.Namespace) -> dict[str, Any]:
         "gamma_start": args.gamma_start,
         "clip_y0": None if clip is None else clip == "on",
         "betas": _betas_flag(getattr(args, "betas", None)),
+        "sampler": getattr(args, "sampler", None),
+        "eta": getattr(args, "eta", None),
     }
 
 

@@ -166,3 +166,41 @@ def test_clipped_posterior_mean_form_equals_the_paper_step_when_clipping_does_no
     wild = sample(oracle(3.0), x, sched, generator=torch.Generator().manual_seed(0), clip_y0=True, **kw)
     assert wild.abs().max() <= 1.0
     assert sample(oracle(3.0), x, sched, generator=torch.Generator().manual_seed(0), **kw).abs().max() > 1.5
+
+
+def test_ddim_with_eta_one_is_the_ancestral_chain_with_the_posterior_variance():
+    """σ_t = η·σ_posterior: at η = 1 DDIM's update is the posterior mean plus the posterior noise, step for step."""
+    sched = NoiseSchedule.linear(50, 1e-3, 0.05)
+    x = torch.rand(2, 3, 4, 4) * 2 - 1
+    ddim = sample(oracle(0.3), x, sched, scale=2, sampler="ddim", eta=1.0, generator=torch.Generator().manual_seed(0))
+    ddpm = sample(oracle(0.3), x, sched, scale=2, variance="posterior", generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(ddim, ddpm, atol=1e-5, rtol=1e-5)
+
+
+def test_ddim_with_eta_zero_is_a_deterministic_map_from_y_T():
+    sched = NoiseSchedule.linear().respace(10)
+    x = torch.rand(2, 3, 4, 4) * 2 - 1
+    y_T = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(1))
+    kw = dict(scale=2, sampler="ddim", eta=0.0, y_T=y_T)
+    a = sample(oracle(0.3), x, sched, generator=torch.Generator().manual_seed(0), **kw)
+    b = sample(oracle(0.3), x, sched, generator=torch.Generator().manual_seed(99), **kw)
+    assert torch.equal(a, b)
+    c = sample(oracle(0.3), x, sched, generator=torch.Generator().manual_seed(99), **{**kw, "eta": 0.5})
+    assert (a - c).abs().max() > 0.01
+
+
+def test_ddim_recovers_the_closed_form_gaussian_at_100_steps():
+    """The same no-training check as for Algorithm 2, with the deterministic sampler on a respaced schedule."""
+    s = 0.3
+    x = torch.rand(4, 3, 8, 8) * 2 - 1
+    sched = NoiseSchedule.linear().respace(100)
+    y0 = sample(oracle(s), x, sched, scale=4, sampler="ddim", eta=0.0, generator=torch.Generator().manual_seed(0))
+    err = y0 - upscale_bicubic(x, 4)
+    assert abs(err.mean().item()) < 0.01
+    assert err.std().item() == pytest.approx(s, rel=0.06)
+
+
+@pytest.mark.parametrize("kw", [dict(sampler="ddim", eta=1.5), dict(sampler="ddim", eta=-0.1), dict(sampler="plms")])
+def test_sampler_rejects_an_unknown_sampler_or_an_eta_outside_0_1(kw):
+    with pytest.raises(ValueError, match="eta|sampler"):
+        sample(EpsSpy(), torch.zeros(1, 3, 2, 2), NoiseSchedule.linear(2), scale=2, **kw)

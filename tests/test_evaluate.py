@@ -180,6 +180,26 @@ def test_search_tries_linear_chains_from_noise_and_prints_their_flags():
     assert f"linear β→{bn:.3g}" in format_search(rows) and "respaced" in format_search(rows)
 
 
+def test_search_tries_ddim_beside_algorithm_2_and_prints_its_flags(tmp_path, capsys):
+    cands = default_candidates(steps=(3,), variances=("paper",), starts=("noise",), etas=(0.0, 1.0))
+    assert [c.get("sampler", "ddpm") for c in cands] == ["ddpm", "ddim", "ddim"]
+    assert [c.get("eta") for c in cands] == [None, 0.0, 1.0]
+    rows = search_schedules(
+        BicubicOracle(), IMAGES, cands, scale=4, crop=32, progress=False, train_schedule=ORACLE_TRAIN
+    )
+    assert sorted((r["sampler"], r["eta"]) for r in rows) == [("ddim", 0.0), ("ddim", 1.0), ("ddpm", None)]
+    assert "DDIM η=0" in format_search(rows) and "DDIM η=1" in format_search(rows)
+    sr3, _ = write_models(tmp_path)
+    IMAGES["wide"].save(tmp_path / "wide.png")
+    args = ["search", "--checkpoint", str(sr3), "--data", str(tmp_path), "--steps", "2", "--variances", "paper"]
+    args += ["--starts", "noise", "--linear-gammas", "none", "--crop", "32", "--no-progress"]
+    assert main(args + ["--etas", "0,0.5"]) == 0
+    assert "DDIM η=0.5" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(args + ["--etas", "1.5"])
+    assert "η lies in [0, 1]" in capsys.readouterr().err
+
+
 def write_models(tmp_path):
     sr3 = save_atomic(model_file(tiny_unet(), objective="sr3", scale=4, inference={"steps": 2}), tmp_path / "s.pt")
     reg = save_atomic(model_file(tiny_unet(1), objective="regression", scale=4), tmp_path / "r.pt")

@@ -387,6 +387,38 @@ def test_clip_y0_reaches_the_sampler_from_the_caller_the_model_file_and_the_comm
     assert seen[-1] is True
 
 
+@pytest.mark.parametrize("eta", [0.0, 0.5])
+def test_the_oracle_ddim_chain_ends_on_the_bicubic_image(eta):
+    x = lr_batch()
+    y = super_resolve(
+        BicubicOracle(), x, scale=4, steps=6, sampler="ddim", eta=eta, seed=1, train_schedule=ORACLE_TRAIN
+    )
+    torch.testing.assert_close(y, upscale_bicubic(x, 4).clamp(-1, 1), atol=2e-4, rtol=0)
+
+
+def test_ddim_reaches_the_sampler_from_the_command_and_a_bad_eta_is_refused(tmp_path, monkeypatch, capsys):
+    import sr3_edu.upscale as up
+
+    seen = []
+    real = up.sample
+
+    def spy(*args, **kw):
+        seen.append((kw["sampler"], kw["eta"]))
+        return real(*args, **kw)
+
+    monkeypatch.setattr(up, "sample", spy)
+    assert describe(inference_options(sampler="ddim", eta=0)) == "100 steps, DDIM η=0, start=noise"
+    ckpt = write_model(tmp_path / "model.pt")
+    src = random_image(tmp_path / "in.png", 8, 8)
+    args = ["upscale", "--checkpoint", str(ckpt), "--input", str(src), "--output", str(tmp_path / "o.png")]
+    assert main(args + ["--steps", "2", "--no-progress"]) == 0
+    assert main(args + ["--steps", "2", "--sampler", "ddim", "--eta", "0.3", "--no-progress"]) == 0
+    assert seen == [("ddpm", 0.0), ("ddim", 0.3)]
+    capsys.readouterr()
+    assert main(args + ["--steps", "2", "--sampler", "ddim", "--eta", "2", "--no-progress"]) == 1
+    assert "eta must be in [0, 1]" in capsys.readouterr().err
+
+
 def test_compile_flag_reaches_the_sampler_from_upscale_and_evaluate(tmp_path, monkeypatch, capsys):
     """--compile routes every refinement step through the compiled step (replaced here by a counting spy, so the
     test needs no compiler); without it the eager step runs."""
@@ -394,14 +426,14 @@ def test_compile_flag_reaches_the_sampler_from_upscale_and_evaluate(tmp_path, mo
 
     calls = []
 
-    def fake_compiled(device):
-        def step(*args):
+    def fake_compiled(step, device):
+        def spy(*args):
             calls.append(device.type)
-            return diffusion.refine_step(*args)
+            return step(*args)
 
-        return step
+        return spy
 
-    monkeypatch.setattr(diffusion, "_compiled_refine_step", fake_compiled)
+    monkeypatch.setattr(diffusion, "_compiled_step", fake_compiled)
     ckpt = write_model(tmp_path / "model.pt")
     src = random_image(tmp_path / "in.png", 8, 8)
     args = ["upscale", "--checkpoint", str(ckpt), "--input", str(src), "--steps", "3", "--no-progress"]
