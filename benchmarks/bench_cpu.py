@@ -1,22 +1,62 @@
-"""CPU speed of sr3-edu's U-Net: training throughput, FLOPs, memory and sampling time, beside the reference SR3.
+"""CPU speed of sr3-edu's training step and sampler, side by side with the reference SR3 in the same process.
 
 Run from the repository root::
 
-    python benchmarks/bench_cpu.py                       # ref64, ref128, tiny; 2 threads; a markdown table
-    python benchmarks/bench_cpu.py --configs tiny --channels-last --json runs/bench_tiny_cl.json
-    python benchmarks/bench_cpu.py --quick --configs micro  # seconds: checks the machinery, not the speed
+    python benchmarks/bench_cpu.py --reference-dir ../shared/reference/janspiry   # ref64, ref128, tiny, upscale
+    python benchmarks/bench_cpu.py --configs ref64 --precision bf16 --channels-last --json runs/bench_ref64.json
+    python benchmarks/bench_cpu.py --no-reference --configs tiny                   # sr3-edu only
+    python benchmarks/bench_cpu.py --quick --configs micro   # seconds: checks the machinery, not the speed
 
-Every config runs in a fresh Python process (so peak RSS is that config's own) with torch's threads pinned.
-Each timing is the median of ``--repeats`` timed repeats after warm-up. Other processes share this CPU, so
-every row also says how many cores they took while it ran ("others' cores") and what share of the cores it
-asked for this process actually got ("CPU share": its CPU seconds / (wall seconds × threads)). Read rows where
-others took more than ~0.2 core, or the share is below ~0.9, as lower bounds of the speed. On an oversubscribed
-CPU, 2 threads can be far slower than 1 (each operator ends in a barrier that waits for the thread the scheduler
-left out), so compare ``--threads 1`` there too.
+**The reference** is Janspiry/Image-Super-Resolution-via-Iterative-Refinement (the unofficial SR3 most people use).
+``--reference-dir DIR`` names a clone of it (default: ``$JANSPIRY_DIR``, else ``../shared/reference/janspiry``
+beside this checkout if it exists); its code is imported from there through the developers' ``adapter.py``
+(``--reference-adapter FILE``; default: the one in DIR, else the one in the default folder), never copied here.
+``adapter.JanspiryAdapter`` drives the reference's U-Net and ``GaussianDiffusion`` as its own model code does.
+Without a reference the script measures sr3-edu alone and says that no comparison was made: it prints no ratios,
+because a ratio to figures from another run, let alone another machine, says nothing (the same two codes' ratio
+moves with the CPU: AVX2 only, AVX-512, AMX-BF16).
 
-FLOPs: torch.utils.flop_counter.FlopCounterMode on one forward pass (a multiply-add = 2 FLOPs). A training
-step is counted as 3× the forward (forward + backward), as the reference figures are; counting the backward
-with FlopCounterMode too gives 3.00× for these U-Nets (2.99× for tiny), so the two conventions agree.
+**Side by side.** ``ref64`` has the shapes of the adapter's ``tiny16_64`` (64×64 from 16×16, base 32, mults
+1-2-4-8, 1 block, attention at 8×8, batch 8) and ``ref128`` those of its ``sr3_16_128`` (128×128 from 16×16, base
+64, mults 1-2-4-8-8, 2 blocks, attention at 16×16, dropout 0.2, batch 2); ``micro`` is a toy of both sides for the
+tests. The script checks that the adapter's config has the same shapes before it measures. For each of these one
+process builds both implementations on the same data, with the same threads, and times them in turns — sr3-edu,
+reference, sr3-edu, reference, … — so that a change of load falls on both and leaves their ratio alone:
+
+- training: sr3-edu's ``Trainer.train_step`` (the step ``Trainer.train`` runs: loss, backward, gradient clipping,
+  AdamW with the warm-up schedule, EMA) built from a ``TrainConfig`` of those shapes; the reference's step as its
+  ``model/model.py`` runs it (loss, sum/(b·c·h·w), backward, Adam, ``.item()``). sr3-edu enlarges x inside its
+  U-Net, in the step; the reference's data loader does that, so its enlarged x is made once, outside the timing.
+- sampling: ``sr3_edu.diffusion.sample`` (Algorithm 2) on the training schedule respaced to ``--sample-steps``,
+  with the trainer's EMA weights; the reference's ``p_sample`` as many times (eval mode, t from T/2 down). Both are
+  reported per step per image.
+
+``tiny`` (the shipped preset) has no twin in the reference and runs sr3-edu alone; ``upscale`` times
+``sr3_edu.upscale.super_resolve`` on a 256×256 image (→ 1024×1024).
+
+**Variants.** By default sr3-edu runs with the trainer's defaults on this machine (``amp="auto"``,
+``channels_last="auto"``: fp32 and contiguous on a CPU); ``--precision bf16`` is the trainer's ``amp="bf16"``
+(training and sampling under bf16 autocast), ``--precision fp32`` its ``amp="off"``, ``--channels-last`` its
+``channels_last=True``, ``--compile`` the compiled sampler. The reference always runs as its own code does (fp32,
+contiguous): a ratio of a variant is that variant of sr3-edu against the reference as it is.
+
+**Reading the table.** Each timing is the median of ``--repeats`` (training) or ``--sample-repeats`` (sampling)
+timed turns after warm-up. FLOPs are counted by torch.utils.flop_counter.FlopCounterMode on one forward pass of
+each implementation's own U-Net (a multiply-add = 2 FLOPs), and a training step is counted as 3× the forward
+(FlopCounterMode gives 3.00× for these U-Nets when it counts the backward too). So "train GFLOP/s" is FLOP-normalised:
+the two U-Nets are not the same size (sr3-edu's BigGAN blocks resample inside the block), and img/s alone would favour
+the smaller. In the side-by-side table every ratio is a speed ratio, sr3-edu's speed ÷ the reference's (> 1: sr3-edu
+is faster); for sampling that is the reference's s/step/img ÷ sr3-edu's. Peak RSS is that of a fresh process that
+builds one implementation alone and runs two training steps (sr3-edu's includes its EMA copy and AdamW's moments).
+
+**Load columns.** Other processes share this CPU, so each row says how many cores *they* took while the row was
+timed ("others' cores", training/sampling; one figure for both sides, which were timed in turns) and what share of
+the cores asked for each implementation actually got ("CPU share": its CPU seconds / (wall seconds × threads)).
+Read rows where others took more than ~0.2 core, or the share is below ~0.9, as lower bounds of the speed; the
+ratios suffer less, since both sides saw the same load. The busy-time table divides by CPU seconds instead of wall
+seconds (the speed had the cores been ours alone; exact with 1 thread). On an oversubscribed CPU, 2 threads can be
+far slower than 1 (each operator ends in a barrier that waits for the thread the scheduler left out), so compare
+``--threads 1`` there too.
 """
 
 from __future__ import annotations
@@ -24,89 +64,243 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402  (the helper beside this script)
 
-# Janspiry's SR3 (the unofficial reference implementation) on this project's 2-core CPU, torch 2.13 CPU,
-# 2 threads, FLOPs by FlopCounterMode: the figures quoted in the project's "Speed" issue.
-REFERENCE = {
-    "ref64": {
-        "what": "64×64 HR, base 32, mults 1-2-4-8, 1 block, attn at 8×8, batch 8",
-        "params": 10.5e6,
-        "gflop_fwd_per_img": 4.01,
-        "train_img_per_s": 5.3,
-        "train_gflop_per_s": 64.0,
-        "sample_s_per_step_img": 0.052,
-        "s_per_img_at_its_steps": 105.0,
-        "its_steps": 2000,
-    },
-    "ref128": {
-        "what": "128×128 HR, base 64, mults 1-2-4-8-8, 2 blocks, attn at 16×16, batch 2",
-        "params": 97.8e6,
-        "gflop_fwd_per_img": 92.4,
-        "train_img_per_s": 0.26,
-        "train_gflop_per_s": 71.0,
-        "sample_s_per_step_img": 0.95,
-        "s_per_img_at_its_steps": 1906.0,
-        "its_steps": 2000,
-    },
-}
-
-TARGET_SPEEDUP = 1.3
-"""The issue's target: 1.3× the reference's achieved training GFLOP/s, 1/1.3 of its sampling s/step/img."""
-
 DEFAULT_STEPS = 100
 """The default sampler's step count (the s/img column extrapolates to it)."""
+
+NAMES = {"ours": "sr3-edu", "ref": "Janspiry"}
+"""Table labels of the two implementations."""
+
+AMP = {None: "auto", "fp32": "off", "bf16": "bf16"}
+"""--precision → TrainConfig.amp."""
 
 
 @dataclass(frozen=True)
 class BenchConfig:
-    """One architecture at one size and batch."""
+    """One architecture at one size and batch, and the reference's config of the same shapes."""
 
     unet: dict = field(default_factory=dict)
-    """SR3UNet keyword arguments, or empty with ``preset`` set."""
-    preset: str | None = None
+    """UNetConfig fields that replace the preset's (TrainConfig.unet_overrides)."""
+    preset: str = "tiny"
+    """The U-Net preset they start from (TrainConfig.unet); its parametrisation, "v", is what sr3-edu trains."""
     size: int = 64
     """Side of the high-resolution image y (square)."""
     scale: int = 4
     """Upscaling factor: x_lr has side size/scale."""
     batch: int = 8
     """Training batch, and the default sampling batch."""
+    reference: str | None = None
+    """The adapter's config (adapter.CONFIGS) of the same shapes; None: no twin, sr3-edu alone."""
+    reference_changes: dict = field(default_factory=dict)
+    """Changes to that adapter config (``micro`` shrinks tiny16_64 to its own toy shapes)."""
     note: str = ""
 
 
 CONFIGS: dict[str, BenchConfig] = {
     "ref64": BenchConfig(
-        unet=dict(base_channels=32, channel_mults=(1, 2, 4, 8), num_res_blocks=1, attn_levels=(3,)),
+        unet=dict(base_channels=32, channel_mults=(1, 2, 4, 8), num_res_blocks=1, attn_levels=(3,), dropout=0.0),
         size=64,
         scale=4,
         batch=8,
-        note="closest sr3-edu U-Net to the reference's first row (not identical: compare params and FLOPs)",
+        reference="tiny16_64",
+        note="the shapes of the adapter's tiny16_64",
     ),
     "ref128": BenchConfig(
-        unet=dict(base_channels=64, channel_mults=(1, 2, 4, 8, 8), num_res_blocks=2, attn_levels=(3,)),
+        unet=dict(base_channels=64, channel_mults=(1, 2, 4, 8, 8), num_res_blocks=2, attn_levels=(3,), dropout=0.2),
         size=128,
         scale=8,
         batch=2,
-        note="closest sr3-edu U-Net to the reference's second row (16→128)",
+        reference="sr3_16_128",
+        note="the shapes of the adapter's sr3_16_128 (the reference's 16→128 config)",
     ),
-    "tiny": BenchConfig(preset="tiny", size=64, scale=4, batch=8, note="the shipped preset, 16→64"),
+    "tiny": BenchConfig(size=64, scale=4, batch=8, note="the shipped preset, 16→64; the reference has no twin"),
     "micro": BenchConfig(
-        unet=dict(base_channels=8, channel_mults=(1, 2), num_res_blocks=1, attn_levels=(1,)),
+        unet=dict(base_channels=8, channel_mults=(1, 2), num_res_blocks=1, attn_levels=(1,), dropout=0.0),
         size=16,
         scale=4,
         batch=2,
+        reference="tiny16_64",
+        # GroupNorm needs channels divisible by the groups: 8 fits the toy's 8, 16 and 24 channels
+        reference_changes=dict(
+            image_size=16, inner_channel=8, channel_mults=[1, 2], attn_res=[8], res_blocks=1, norm_groups=8, batch=2
+        ),
         note="a toy for the test suite: checks the machinery, its speed means nothing",
     ),
 }
 DEFAULT_CONFIGS = ("ref64", "ref128", "tiny", "upscale")
+
+
+# ---------------------------------------------------------------------------------------------- the two sides
+def train_config(cfg: BenchConfig, opts: dict):
+    """sr3-edu's TrainConfig for ``cfg``: the trainer's defaults but for the shapes and the chosen variant."""
+    common.use_repo_package()
+    from sr3_edu.train import TrainConfig
+
+    return TrainConfig(
+        unet=cfg.preset,
+        unet_overrides=dict(cfg.unet),
+        hr_size=cfg.size,
+        scale=cfg.scale,
+        batch_size=cfg.batch,
+        amp=AMP[opts["precision"]],
+        channels_last=True if opts["channels_last"] else "auto",
+        device="cpu",
+        threads=opts["threads"],
+        # nothing but the step itself: no sample grids, no metrics lines, no saves
+        sample_every=0,
+        log_every=10**9,
+        save_every=0,
+        sample_images=1,
+    )
+
+
+class OurSide:
+    """sr3-edu: a `Trainer` on the shared pairs; its `train_step`, and `sample` with its EMA weights."""
+
+    def __init__(self, cfg: BenchConfig, opts: dict, x_lr, y0, root: str) -> None:
+        import torch
+
+        self.cfg, self.opts = cfg, opts
+        self.trainer = common.make_trainer(train_config(cfg, opts), x_lr, y0, root)
+        self.batch = (x_lr, y0)
+        self.layout = self.trainer.memory_format
+        self.params = sum(p.numel() for p in self.trainer.raw.parameters())
+        self.gflop_fwd_per_img = common.forward_flops(self.trainer.raw, x_lr[:1], y0[:1], torch.rand(1)) / 1e9
+        self.generator = torch.Generator().manual_seed(0)
+        parts = ["bf16" if self.trainer.amp else "fp32", "channels_last" if self.channels_last else "contiguous"]
+        self.variant = ", ".join(parts)
+        if opts["precision"] is None and not opts["channels_last"]:
+            self.variant += " (trainer defaults)"
+        if opts["compile"]:
+            self.variant += ", compiled sampler"
+
+    @property
+    def channels_last(self) -> bool:
+        import torch
+
+        return self.layout == torch.channels_last
+
+    def train_mode(self) -> None:
+        pass  # the trainer's model stays in training mode and samples with its EMA copy, which stays in eval mode
+
+    def train_step(self) -> None:
+        self.trainer.train_step(self.batch)
+
+    def prepare_sampling(self, x_lr, steps: int) -> None:
+        self.x_lr = x_lr.contiguous(memory_format=self.layout)
+        self.schedule = self.trainer.schedule.respace(steps)
+
+    def sample_run(self, schedule=None) -> None:
+        import torch
+
+        from sr3_edu.diffusion import sample
+
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.trainer.amp):
+            sample(
+                self.trainer.ema,
+                self.x_lr,
+                self.schedule if schedule is None else schedule,
+                scale=self.cfg.scale,
+                generator=self.generator,
+                compile=self.opts["compile"],
+            )
+
+
+class RefSide:
+    """The reference through ``adapter.JanspiryAdapter``: its training step, and its ``p_sample`` step."""
+
+    variant = "fp32, contiguous (as its own code runs)"
+
+    def __init__(self, module, reference: common.Reference, ref_cfg: dict, x_lr, y0, scale: int) -> None:
+        from sr3_edu.images import upscale_bicubic
+
+        self.adapter = module.JanspiryAdapter(reference.dir)
+        self.adapter.build(ref_cfg)
+        self.scale = scale
+        # its data loader hands the step the enlarged x ("SR") with the target ("HR")
+        self.x_hr, self.x_up = y0, upscale_bicubic(x_lr, scale)
+        self.params = sum(p.numel() for p in self.adapter.unet.parameters())
+        self.gflop_fwd_per_img = common.forward_flops(self.adapter.unet, *self.adapter.unet_inputs(1)) / 1e9
+
+    def train_mode(self) -> None:
+        self.adapter.set_mode(train=True)
+
+    def train_step(self) -> None:
+        self.adapter.train_step(self.x_hr, self.x_up)
+
+    def prepare_sampling(self, x_lr, steps: int) -> None:
+        import torch
+
+        from sr3_edu.images import upscale_bicubic
+
+        self.adapter.set_mode(train=False)
+        self.condition = upscale_bicubic(x_lr, self.scale)
+        self.y_start = torch.randn_like(self.condition)
+        self.steps = steps
+
+    def sample_run(self) -> None:
+        # consecutive steps from the middle of its 2000-step chain, as the adapter's own benchmark takes them
+        t, y = self.adapter.num_timesteps // 2, self.y_start
+        for i in range(self.steps):
+            y = self.adapter.sample_step(y, self.condition, t - i)
+
+
+def _check_twin(name: str, cfg: BenchConfig, opts: dict, ref_cfg: dict) -> None:
+    """Refuse to compare when the adapter's config is not of sr3-edu's shapes (the adapter may change)."""
+    unet = train_config(cfg, opts).unet_config()
+    ours = {
+        "image_size": cfg.size,
+        "inner_channel": unet.base_channels,
+        "channel_mults": list(unet.channel_mults),
+        "res_blocks": unet.num_res_blocks,
+        "attn_res": [cfg.size >> level for level in unet.attn_levels],
+        "dropout": unet.dropout,
+        "batch": cfg.batch,
+    }
+    for key, value in ours.items():
+        theirs = ref_cfg.get(key)
+        if (list(theirs) if isinstance(theirs, (list, tuple)) else theirs) != value:
+            raise RuntimeError(
+                f"config {name}: sr3-edu's {key} is {value} but the adapter's {cfg.reference!r} has {theirs!r}; "
+                "the two sides would not have the same shapes"
+            )
+
+
+def build_sides(name: str, opts: dict, root: str, only: str | None = None) -> tuple[dict[str, Any], Any]:
+    """The implementations of config ``name`` on the same pairs, and a sampling input of the sampling batch.
+
+    ``only``: "ours" or "ref" builds that one alone (the memory probes)."""
+    import torch
+
+    cfg = CONFIGS[name]
+    gen = torch.Generator().manual_seed(0)
+    h = cfg.size // cfg.scale
+    x_lr = torch.rand(cfg.batch, 3, h, h, generator=gen) * 2 - 1
+    y0 = torch.rand(cfg.batch, 3, cfg.size, cfg.size, generator=gen) * 2 - 1
+    n = opts["sample_batch"] or cfg.batch
+    x_sample = torch.rand(n, 3, h, h, generator=gen) * 2 - 1
+    sides: dict[str, Any] = {}
+    if only in (None, "ours"):
+        sides["ours"] = OurSide(cfg, opts, x_lr, y0, root)
+    if only in (None, "ref") and opts["reference"] and cfg.reference:
+        reference = common.Reference(**{k: Path(v) if k != "source" else v for k, v in opts["reference"].items()})
+        module = common.load_adapter(reference)
+        if cfg.reference not in getattr(module, "CONFIGS", {}):
+            raise RuntimeError(f"{reference.adapter} has no config {cfg.reference!r} (config {name} needs it)")
+        ref_cfg = {**module.CONFIGS[cfg.reference], **cfg.reference_changes}
+        _check_twin(name, cfg, opts, ref_cfg)
+        sides["ref"] = RefSide(module, reference, ref_cfg, x_lr, y0, cfg.scale)
+    return sides, x_sample
 
 
 # ---------------------------------------------------------------------------------------------- one config
@@ -128,140 +322,129 @@ def default_sampler_steps() -> tuple[int, str]:
         return DEFAULT_STEPS, "the paper's 100-step budget"
 
 
-def _variant(opts: dict) -> str:
-    parts = ["channels_last" if opts["channels_last"] else "contiguous"]
-    if opts["compile"]:
-        parts.append("compiled sampler")
-    if opts["bf16"]:
-        parts.append("bf16 sampler")
-    return ", ".join(parts)
+def _seed_all() -> None:
+    import numpy as np
+    import torch
 
-
-def _peak_rss_mib() -> float:
-    # ru_maxrss is KiB on Linux, bytes on macOS
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
-
-
-def _timed(fn, warmup: int, repeats: int) -> tuple[list[float], list[float]]:
-    """Wall seconds and this process's CPU seconds (all its threads) of each timed call."""
-    for _ in range(warmup):
-        fn()
-    wall, cpu = [], []
-    for _ in range(repeats):
-        t0, c0 = time.perf_counter(), time.process_time()
-        fn()
-        wall.append(time.perf_counter() - t0)
-        cpu.append(time.process_time() - c0)
-    return wall, cpu
-
-
-def _share(wall: list[float], cpu: list[float], threads: int) -> float:
-    """The fraction of the ``threads`` cores asked for that this process actually got while timed."""
-    return sum(cpu) / (sum(wall) * threads)
+    torch.manual_seed(0)
+    np.random.seed(0)  # the reference draws its training noise levels with numpy
 
 
 def measure(name: str, opts: dict) -> dict:
-    """Measure one config in this process (the worker side of `main`). Returns one result row as a dict."""
+    """Time config ``name``'s implementations in this process, in turns (the worker side of `main`)."""
     common.use_repo_package()
     import torch
 
-    from sr3_edu.diffusion import loss, sample
-    from sr3_edu.schedule import NoiseSchedule
-    from sr3_edu.unet import SR3UNet
-
     torch.set_num_threads(opts["threads"])
-    torch.manual_seed(0)
-    meter = common.OthersMeter()
+    _seed_all()
+    total = common.OthersMeter()
     cfg = CONFIGS[name]
-    model = SR3UNet.from_preset(cfg.preset) if cfg.preset else SR3UNet(**cfg.unet)
-    layout = torch.channels_last if opts["channels_last"] else torch.contiguous_format
-    model = model.to(memory_format=layout)
-    B, S, s = cfg.batch, cfg.size, cfg.scale
-    gen = torch.Generator().manual_seed(0)
-    x_lr = (torch.rand(B, 3, S // s, S // s, generator=gen) * 2 - 1).contiguous(memory_format=layout)
-    y0 = (torch.rand(B, 3, S, S, generator=gen) * 2 - 1).contiguous(memory_format=layout)
-    row: dict = {"config": name, "variant": _variant(opts), "threads": opts["threads"], "batch": B, "size": S}
-    row["params"] = sum(p.numel() for p in model.parameters())
-    row["gflop_fwd_per_img"] = common.forward_flops(model, x_lr[:1], y0[:1], torch.rand(1)) / 1e9
-    row["rss_baseline_mib"] = _peak_rss_mib()
+    threads = opts["threads"]
+    with tempfile.TemporaryDirectory(prefix="bench_cpu-") as root:
+        sides, x_sample = build_sides(name, opts, root)
+        row: dict = {"config": name, "threads": threads, "batch": cfg.batch, "size": cfg.size, "impls": list(sides)}
+        row["variant"] = sides["ours"].variant
+        for key, side in sides.items():
+            row[key] = {
+                "impl": NAMES[key],
+                "variant": side.variant,
+                "params": side.params,
+                "gflop_fwd_per_img": side.gflop_fwd_per_img,
+            }
 
-    # --- training: loss (Algorithm 1) + backward + AdamW, the trainer's inner step
-    schedule = NoiseSchedule.linear(2000)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    model.train()
+        # --- training, in turns
+        for side in sides.values():
+            side.train_mode()
+        meter = common.OthersMeter()
+        timings = common.alternate({k: s.train_step for k, s in sides.items()}, opts["warmup"], opts["repeats"])
+        row["others_cores_train"] = meter.cores()
+        for key, (wall, cpu) in timings.items():
+            r, flop_per_img = row[key], 3 * row[key]["gflop_fwd_per_img"]  # forward + backward = 3 × forward
+            r["train_step_s"] = common.median(wall)
+            r["train_img_per_s"] = cfg.batch / r["train_step_s"]
+            r["train_gflop_per_s"] = flop_per_img * r["train_img_per_s"]
+            r["train_cpu_share"] = common.cpu_share(wall, cpu, threads)
+            # busy time: CPU seconds ÷ threads, the step time had the cores been ours alone
+            r["train_busy_gflop_per_s"] = flop_per_img * cfg.batch / (common.median(cpu) / threads)
 
-    def train_step() -> None:
-        opt.zero_grad(set_to_none=True)
-        loss(model, x_lr, y0, schedule, generator=gen).backward()
-        opt.step()
-
-    wall, cpu = _timed(train_step, opts["warmup"], opts["repeats"])
-    row["train_step_s"] = common.median(wall)
-    row["train_img_per_s"] = B / row["train_step_s"]
-    # forward + backward = 3 × forward (FlopCounterMode gives 3.00× when it counts the backward too)
-    row["train_gflop_per_s"] = 3 * row["gflop_fwd_per_img"] * row["train_img_per_s"]
-    row["train_cpu_share"] = _share(wall, cpu, opts["threads"])
-    # busy time: this process's CPU seconds ÷ threads, the step time had the cores been ours alone
-    row["train_busy_gflop_per_s"] = 3 * row["gflop_fwd_per_img"] * B / (common.median(cpu) / opts["threads"])
-    row["peak_rss_train_mib"] = _peak_rss_mib()
-    opt.state.clear()  # free AdamW's moments and the gradients before sampling
-    model.zero_grad(set_to_none=True)
-
-    # --- sampling: Algorithm 2 on a short respaced schedule, under inference_mode (sample() sets it)
-    model.eval()
-    steps = opts["sample_steps"]
-    short = NoiseSchedule.linear(2000).respace(steps)
-    one_step = NoiseSchedule.linear(2000).respace(1)
-
-    def autocast():
-        return torch.autocast("cpu", dtype=torch.bfloat16, enabled=opts["bf16"])
-
-    def s_per_step_img(n: int) -> tuple[float, float, float, float]:
-        """(wall s/step/img, first call s, CPU share, busy s/step/img) at sampling batch n."""
-        x = torch.rand(n, 3, S // s, S // s, generator=gen) * 2 - 1
+        # --- sampling, in turns
+        steps = opts["sample_steps"]
+        n = x_sample.shape[0]
+        for side in sides.values():
+            side.prepare_sampling(x_sample, steps)
+        ours = sides["ours"]
         first, first_cpu = time.perf_counter(), time.process_time()
-        with autocast():
-            # one step first: with --compile this compiles the refinement step (U-Net and update) for batch n
-            sample(model, x, one_step, scale=s, generator=gen, compile=opts["compile"])
-        first, first_cpu = time.perf_counter() - first, time.process_time() - first_cpu
-        if opts["compile"] and "compile_cpu_s" not in row:
-            row["compile_cpu_s"] = first_cpu  # the compiler's worker processes are not counted
+        # one step first: with --compile this compiles the refinement step (U-Net and update) for batch n
+        ours.sample_run(ours.trainer.schedule.respace(1))
+        row["compile_s"] = time.perf_counter() - first if opts["compile"] else None
+        if opts["compile"]:
+            row["compile_cpu_s"] = time.process_time() - first_cpu  # the compiler's worker processes are not counted
+        meter = common.OthersMeter()
+        timings = common.alternate({k: s.sample_run for k, s in sides.items()}, 1, opts["sample_repeats"])
+        row["others_cores_sample"] = meter.cores()
+        row["sample_batch"], row["sample_steps_timed"] = n, steps
+        for key, (wall, cpu) in timings.items():
+            r = row[key]
+            r["sample_s_per_step_img"] = common.median(wall) / (steps * n)
+            r["sample_cpu_share"] = common.cpu_share(wall, cpu, threads)
+            r["sample_busy_s_per_step_img"] = common.median(cpu) / threads / (steps * n)
+            r["s_per_img_at_default_steps"] = r["sample_s_per_step_img"] * DEFAULT_STEPS
 
-        def run() -> None:
-            with autocast():
-                sample(model, x, short, scale=s, generator=gen, compile=opts["compile"])
+        # --- sr3-edu alone: sampling at other batch sizes
+        row["sample_batch_sweep"], row["sample_batch_sweep_busy"] = {}, {}
+        for m in opts["sample_batches"]:
+            x = torch.rand(m, 3, cfg.size // cfg.scale, cfg.size // cfg.scale) * 2 - 1
+            ours.prepare_sampling(x, 1)
+            ours.sample_run()  # compiles for batch m when --compile
+            ours.prepare_sampling(x, steps)
+            (wall, cpu) = common.alternate({"ours": ours.sample_run}, 0, opts["sample_repeats"])["ours"]
+            row["sample_batch_sweep"][str(m)] = common.median(wall) / (steps * m)
+            row["sample_batch_sweep_busy"][str(m)] = common.median(cpu) / threads / (steps * m)
 
-        wall, cpu = _timed(run, 1, opts["sample_repeats"])
-        busy = common.median(cpu) / opts["threads"] / (steps * n)
-        return common.median(wall) / (steps * n), first, _share(wall, cpu, opts["threads"]), busy
-
-    sample_batch = opts["sample_batch"] or B
-    row["sample_batch"] = sample_batch
-    row["sample_steps_timed"] = steps
-    row["sample_s_per_step_img"], first_call, row["sample_cpu_share"], row["sample_busy_s_per_step_img"] = (
-        s_per_step_img(sample_batch)
-    )
-    row["s_per_img_at_default_steps"] = row["sample_s_per_step_img"] * DEFAULT_STEPS
-    row["compile_s"] = first_call if opts["compile"] else None
-    row["sample_batch_sweep"], row["sample_batch_sweep_busy"] = {}, {}
-    for n in opts["sample_batches"]:
-        wall_n, _, _, busy_n = s_per_step_img(n)
-        row["sample_batch_sweep"][str(n)], row["sample_batch_sweep_busy"][str(n)] = wall_n, busy_n
-    row["peak_rss_mib"] = _peak_rss_mib()
     if name == "tiny":
         n_steps, source = default_sampler_steps()
         row["default_sampler_steps"], row["default_sampler_steps_from"] = n_steps, source
-        row["s_per_img_at_default_sampler_steps"] = row["sample_s_per_step_img"] * n_steps
-
-    ref = REFERENCE.get(name)
-    if ref:
-        row["train_speedup_vs_ref"] = row["train_gflop_per_s"] / ref["train_gflop_per_s"]
-        row["sample_speedup_vs_ref"] = ref["sample_s_per_step_img"] / row["sample_s_per_step_img"]
-        row["train_busy_speedup_vs_ref"] = row["train_busy_gflop_per_s"] / ref["train_gflop_per_s"]
-        row["sample_busy_speedup_vs_ref"] = ref["sample_s_per_step_img"] / row["sample_busy_s_per_step_img"]
-    row["others_cores"] = meter.cores()
+        row["s_per_img_at_default_sampler_steps"] = row["ours"]["sample_s_per_step_img"] * n_steps
+    if "ref" in sides:
+        o, r = row["ours"], row["ref"]
+        row["reference_config"] = {"name": cfg.reference, "changes": cfg.reference_changes}
+        # all from this run: speeds as sr3-edu ÷ reference (> 1: sr3-edu faster), sizes as sr3-edu ÷ reference
+        row["ratio"] = {
+            "params": o["params"] / r["params"],
+            "gflop_fwd_per_img": o["gflop_fwd_per_img"] / r["gflop_fwd_per_img"],
+            "train_img_per_s": o["train_img_per_s"] / r["train_img_per_s"],
+            "train_gflop_per_s": o["train_gflop_per_s"] / r["train_gflop_per_s"],
+            "sample_speed": r["sample_s_per_step_img"] / o["sample_s_per_step_img"],
+            "train_busy_gflop_per_s": o["train_busy_gflop_per_s"] / r["train_busy_gflop_per_s"],
+            "sample_busy_speed": r["sample_busy_s_per_step_img"] / o["sample_busy_s_per_step_img"],
+        }
+    else:
+        row["no_comparison"] = (
+            "the reference has no config of these shapes" if opts["reference"] else "no reference implementation"
+        )
+    row["peak_rss_both_mib"] = common.peak_rss_mib()
+    row["others_cores"] = total.cores()
     return row
+
+
+def measure_memory(name: str, impl: str, opts: dict) -> dict:
+    """Peak RSS of one implementation alone in this fresh process: two training steps, then one sampling step."""
+    common.use_repo_package()
+    import torch
+
+    torch.set_num_threads(opts["threads"])
+    _seed_all()
+    baseline = common.peak_rss_mib()
+    with tempfile.TemporaryDirectory(prefix="bench_cpu-") as root:
+        sides, x_sample = build_sides(name, opts, root, only=impl)
+        side = sides[impl]
+        side.train_mode()
+        for _ in range(2):  # the first step creates the optimizer's moments; the second runs with them
+            side.train_step()
+        train = common.peak_rss_mib()
+        side.prepare_sampling(x_sample, 1)
+        side.sample_run()
+    return {"rss_baseline_mib": baseline, "peak_rss_train_mib": train, "peak_rss_mib": common.peak_rss_mib()}
 
 
 # ---------------------------------------------------------------------------------------------- upscale row
@@ -303,77 +486,126 @@ def measure_upscale(opts: dict) -> dict:
         "upscale_s_at_default_steps": wall / steps * DEFAULT_STEPS,
         "call": f"super_resolve(model, image, {', '.join(f'{k}={v!r}' for k, v in kwargs.items())})",
         "others_cores": meter.cores(),
-        "peak_rss_mib": _peak_rss_mib(),
+        "peak_rss_mib": common.peak_rss_mib(),
     }
 
 
-# ---------------------------------------------------------------------------------------------- the table
+# ---------------------------------------------------------------------------------------------- the tables
+TABLE_COLUMNS = [
+    "config",
+    "implementation",
+    "variant",
+    "params M",
+    "fwd GFLOP/img",
+    "train img/s",
+    "train GFLOP/s",
+    "peak RSS MiB",
+    "sample s/step/img",
+    f"s/img @{DEFAULT_STEPS} steps",
+    "others' cores train/sample",
+    "CPU share train/sample",
+]
+RATIO_COLUMNS = [
+    "config",
+    "variant (sr3-edu)",
+    "train img/s ×ref",
+    "train GFLOP/s ×ref",
+    "sample speed ×ref",
+    "busy train GFLOP/s ×ref",
+    "busy sample speed ×ref",
+    "params ours/ref",
+    "fwd GFLOP/img ours/ref",
+]
+
+
+def _measured(rows: list[dict]) -> list[dict]:
+    return [r for r in rows if r["config"] != "upscale" and "skipped" not in r]
+
+
+def _cores(value: float | None) -> str:
+    # two decimals always: the ~0.2-core threshold the docstring gives must be readable in every row
+    return "–" if value is None else f"{value:.2f}"
+
+
 def table(rows: list[dict]) -> str:
     f = common.fmt
-    headers = [
-        "config",
-        "variant",
-        "params M (ref)",
-        "fwd GFLOP/img (ref)",
-        "train img/s (ref)",
-        "train GFLOP/s (ref)",
-        "train ×ref",
-        "peak RSS MiB",
-        "sample s/step/img (ref)",
-        "sample ×ref",
-        f"s/img @{DEFAULT_STEPS} steps",
-        "others' cores",
-        "CPU share train/sample",
-    ]
     out = []
-    for r in rows:
-        if "skipped" in r or r["config"] == "upscale":
-            continue
-        ref = REFERENCE.get(r["config"], {})
+    for r in _measured(rows):
+        load = f"{_cores(r['others_cores_train'])}/{_cores(r['others_cores_sample'])}"
+        for key in r["impls"]:
+            s = r[key]
+            out.append(
+                [
+                    r["config"],
+                    s["impl"],
+                    s["variant"],
+                    f(s["params"] / 1e6),
+                    f(s["gflop_fwd_per_img"]),
+                    f(s["train_img_per_s"]),
+                    f(s["train_gflop_per_s"]),
+                    f(s.get("peak_rss_train_mib"), 4),
+                    f(s["sample_s_per_step_img"]),
+                    f(s["s_per_img_at_default_steps"]),
+                    load,
+                    f"{s['train_cpu_share']:.2f}/{s['sample_cpu_share']:.2f}",
+                ]
+            )
+    text = common.markdown_table(TABLE_COLUMNS, out)
 
-        def both(ours: float, key: str, scale: float = 1.0, ref=ref) -> str:
-            return f"{f(ours)} ({f(ref[key] / scale)})" if key in ref else f(ours)
-
-        out.append(
-            [
-                r["config"],
-                r["variant"],
-                both(r["params"] / 1e6, "params", 1e6),
-                both(r["gflop_fwd_per_img"], "gflop_fwd_per_img"),
-                both(r["train_img_per_s"], "train_img_per_s"),
-                both(r["train_gflop_per_s"], "train_gflop_per_s"),
-                f(r.get("train_speedup_vs_ref"), 2),
-                f(r["peak_rss_train_mib"], 4),
-                both(r["sample_s_per_step_img"], "sample_s_per_step_img"),
-                f(r.get("sample_speedup_vs_ref"), 2),
-                f(r["s_per_img_at_default_steps"]),
-                f(r["others_cores"], 2),
-                f"{r['train_cpu_share']:.2f}/{r['sample_cpu_share']:.2f}",
-            ]
+    compared = [r for r in _measured(rows) if "ratio" in r]
+    if compared:
+        text += (
+            "\n\nSide by side, from this run only (same process, turns, threads, shapes and data): sr3-edu's speed ÷ "
+            "the reference's (> 1: sr3-edu faster); GFLOP/s is FLOP-normalised, each U-Net's own FLOPs; sampling "
+            "is the reference's s/step/img ÷ sr3-edu's:\n\n"
         )
-    text = common.markdown_table(headers, out)
-    measured = [r for r in rows if "train_busy_gflop_per_s" in r]
+        text += common.markdown_table(
+            RATIO_COLUMNS,
+            [
+                [
+                    r["config"],
+                    r["variant"],
+                    *(
+                        f"{r['ratio'][k]:.2f}"
+                        for k in (
+                            "train_img_per_s",
+                            "train_gflop_per_s",
+                            "sample_speed",
+                            "train_busy_gflop_per_s",
+                            "sample_busy_speed",
+                            "params",
+                            "gflop_fwd_per_img",
+                        )
+                    ),
+                ]
+                for r in compared
+            ],
+        )
+    alone = [r for r in _measured(rows) if "ratio" not in r]
+    if compared and alone:
+        text += "\n\nsr3-edu alone (no twin in the reference): " + ", ".join(r["config"] for r in alone)
+
+    measured = _measured(rows)
     if measured:
         text += (
             "\n\nBusy-time estimates (this process's CPU seconds ÷ threads instead of wall seconds: the speed had the "
             "cores been ours alone; exact with 1 thread, a lower bound with more, since waiting threads spin):\n\n"
         )
         text += common.markdown_table(
-            ["config", "variant", "train GFLOP/s", "train ×ref", "sample s/step/img", "sample ×ref", "s/img @100"],
+            ["config", "implementation", "train GFLOP/s", "sample s/step/img", f"s/img @{DEFAULT_STEPS}"],
             [
                 [
                     r["config"],
-                    r["variant"],
-                    f(r["train_busy_gflop_per_s"]),
-                    f(r.get("train_busy_speedup_vs_ref"), 2),
-                    f(r["sample_busy_s_per_step_img"]),
-                    f(r.get("sample_busy_speedup_vs_ref"), 2),
-                    f(r["sample_busy_s_per_step_img"] * DEFAULT_STEPS),
+                    r[k]["impl"],
+                    f(r[k]["train_busy_gflop_per_s"]),
+                    f(r[k]["sample_busy_s_per_step_img"]),
+                    f(r[k]["sample_busy_s_per_step_img"] * DEFAULT_STEPS),
                 ]
                 for r in measured
+                for k in r["impls"]
             ],
         )
-    sweeps = [r for r in rows if r.get("sample_batch_sweep")]
+    sweeps = [r for r in measured if r.get("sample_batch_sweep")]
     if sweeps:
         batches = sorted({int(n) for r in sweeps for n in r["sample_batch_sweep"]})
 
@@ -381,18 +613,18 @@ def table(rows: list[dict]) -> str:
             key = str(n)
             return f"{f(r['sample_batch_sweep'].get(key))} ({f(r['sample_batch_sweep_busy'].get(key))})"
 
-        text += "\n\nSampling s/step/img by batch size, wall (busy):\n\n" + common.markdown_table(
+        text += "\n\nSampling s/step/img by batch size, sr3-edu, wall (busy):\n\n" + common.markdown_table(
             ["config", "variant", *[f"batch {n}" for n in batches]],
             [[r["config"], r["variant"], *[cell(r, n) for n in batches]] for r in sweeps],
         )
-    for r in rows:
+    for r in measured:
         if "s_per_img_at_default_sampler_steps" in r:
             text += (
                 f"\n\n{r['config']} ({r['variant']}): {r['s_per_img_at_default_sampler_steps']:.2f} s/img at the "
                 f"default sampler's {r['default_sampler_steps']} steps ({r['default_sampler_steps_from']}), "
                 f"batch {r['sample_batch']}; the issue's target is < 2 s"
             )
-    compiled = [r for r in rows if r.get("compile_s") is not None]
+    compiled = [r for r in measured if r.get("compile_s") is not None]
     if compiled:
         text += "\n\nFirst call of the compiled sampler step (compile + one step): " + ", ".join(
             f"{r['config']} {r['compile_s']:.1f} s" for r in compiled
@@ -437,6 +669,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=",".join(DEFAULT_CONFIGS),
         help=f"comma-separated configs from {', '.join(CONFIGS)}; add 'upscale' for the whole-image row",
     )
+    p.add_argument(
+        "--reference-dir",
+        default=None,
+        help=f"a clone of {common.REFERENCE_REPO} to time side by side (default: ${common.REFERENCE_ENV}, else "
+        f"{common.DEFAULT_REFERENCE_DIR} if it exists, else sr3-edu alone)",
+    )
+    p.add_argument(
+        "--reference-adapter",
+        default=None,
+        help=f"the adapter.py that drives the reference (default: {common.ADAPTER_FILE} in the reference folder, "
+        f"else in {common.DEFAULT_REFERENCE_DIR})",
+    )
+    p.add_argument("--no-reference", action="store_true", help="measure sr3-edu alone, even if a reference is there")
     p.add_argument("--threads", type=_positive_int, default=2, help="torch.set_num_threads")
     p.add_argument("--repeats", type=_positive_int, default=5, help="timed training steps (median reported)")
     p.add_argument("--sample-repeats", type=_positive_int, default=3, help="timed sampling runs (median reported)")
@@ -444,19 +689,32 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--sample-steps", type=_positive_int, default=5, help="steps of the short sampling schedule")
     p.add_argument("--sample-batch", type=_positive_int, default=None, help="sampling batch (default: the config's)")
     p.add_argument(
-        "--sample-batches", type=_positive_ints, default=[], help="also time sampling at these batch sizes, e.g. 1,4,16"
+        "--sample-batches",
+        type=_positive_ints,
+        default=[],
+        help="also time sr3-edu's sampling at these batch sizes, e.g. 1,4,16",
     )
     p.add_argument("--upscale-steps", type=_positive_int, default=2, help="steps for the upscale row")
     p.add_argument(
         "--upscale-tile", type=_positive_int, default=None, help="tile size (output pixels) for the upscale row"
     )
-    p.add_argument("--channels-last", action="store_true", help="model and inputs in channels_last (NHWC) layout")
+    p.add_argument(
+        "--precision",
+        choices=["fp32", "bf16"],
+        default=None,
+        help="sr3-edu's precision: bf16 is the trainer's amp='bf16' (training and sampling under bf16 autocast), "
+        "fp32 its amp='off' (default: the trainer's amp='auto', fp32 on a CPU)",
+    )
+    p.add_argument(
+        "--channels-last",
+        action="store_true",
+        help="sr3-edu in channels_last (NHWC), the trainer's channels_last=True (default: its 'auto', off on a CPU)",
+    )
     p.add_argument(
         "--compile",
         action="store_true",
-        help="sample with the compiled refinement step, sample(compile=True) (training stays eager)",
+        help="sample with sr3-edu's compiled refinement step, sample(compile=True) (training stays eager)",
     )
-    p.add_argument("--bf16", action="store_true", help="bf16 autocast for sampling (training stays fp32)")
     p.add_argument("--quick", action="store_true", help="1 warm-up, 2 repeats, 2 sampling steps: seconds, not figures")
     p.add_argument("--json", type=Path, default=None, help="also write the results here")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
@@ -465,6 +723,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     unknown = [c for c in names if c not in CONFIGS and c != "upscale"]
     if unknown or not names:
         p.error(f"unknown config(s) {', '.join(unknown) or '(none given)'}; choose from {', '.join(CONFIGS)}, upscale")
+    if args.no_reference and (args.reference_dir or args.reference_adapter):
+        p.error("--no-reference measures sr3-edu alone; leave out --reference-dir and --reference-adapter with it")
     args.config_names = names
     if args.quick:
         args.warmup, args.repeats, args.sample_repeats, args.sample_steps = 1, 2, 1, 2
@@ -472,7 +732,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def _opts(args: argparse.Namespace) -> dict:
+def _opts(args: argparse.Namespace, reference: common.Reference | None) -> dict:
     return {
         "threads": args.threads,
         "warmup": args.warmup,
@@ -483,9 +743,12 @@ def _opts(args: argparse.Namespace) -> dict:
         "sample_batches": args.sample_batches,
         "upscale_steps": args.upscale_steps,
         "upscale_tile": args.upscale_tile,
+        "precision": args.precision,
         "channels_last": args.channels_last,
         "compile": args.compile,
-        "bf16": args.bf16,
+        "reference": None
+        if reference is None
+        else {"dir": str(reference.dir), "adapter": str(reference.adapter), "source": reference.source},
     }
 
 
@@ -499,67 +762,114 @@ def _torch_version() -> str:
         return "unknown"
 
 
-def _run_worker(name: str, opts: dict) -> dict:
-    """Run one config in a fresh interpreter and read its result line."""
-    env = dict(os.environ, OMP_NUM_THREADS=str(opts["threads"]), MKL_NUM_THREADS=str(opts["threads"]))
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps({"name": name, "opts": opts})]
+def _run_worker(job: dict, threads: int) -> dict:
+    """Run one job (a config's timings, one side's memory probe, the upscale row) in a fresh interpreter."""
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(job)]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if proc.returncode != 0:
-        raise RuntimeError(f"config {name!r} failed (exit {proc.returncode}):\n{proc.stderr.strip()[-3000:]}")
+        what = " ".join(str(job[k]) for k in ("kind", "name", "impl") if k in job)
+        raise RuntimeError(f"{what} failed (exit {proc.returncode}):\n{proc.stderr.strip()[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _worker(job: dict) -> dict:
+    if job["kind"] == "upscale":
+        return measure_upscale(job["opts"])
+    if job["kind"] == "memory":
+        return measure_memory(job["name"], job["impl"], job["opts"])
+    return measure(job["name"], job["opts"])
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.worker:
-        job = json.loads(args.worker)
-        fn = measure_upscale if job["name"] == "upscale" else measure
-        row = fn(job["opts"]) if job["name"] == "upscale" else fn(job["name"], job["opts"])
-        print(json.dumps(row))
+        print(json.dumps(_worker(json.loads(args.worker))))
         return 0
 
-    opts = _opts(args)
+    if args.no_reference:
+        reference, where = None, "--no-reference was given"
+    else:
+        try:
+            reference, where = common.resolve_reference(args.reference_dir, args.reference_adapter)
+        except common.ReferenceDirError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+    opts = _opts(args, reference)
     torch_version = _torch_version()
     cores = os.cpu_count() or 1
     load_start = os.getloadavg()
     warning = common.busy_warning(args.threads)
     if warning:
         print(f"warning: {warning}", file=sys.stderr)
+    if reference is None:
+        print(f"note: no comparison with the reference: {where}", file=sys.stderr)
     rows = []
     for name in args.config_names:
         print(f"measuring {name} ...", file=sys.stderr, flush=True)
         try:
-            rows.append(_run_worker(name, opts))
+            if name == "upscale":
+                rows.append(_run_worker({"kind": "upscale", "opts": opts}, args.threads))
+            else:
+                row = _run_worker({"kind": "time", "name": name, "opts": opts}, args.threads)
+                for impl in row["impls"]:
+                    print(f"peak memory of {name}, {NAMES[impl]} alone ...", file=sys.stderr, flush=True)
+                    job = {"kind": "memory", "name": name, "impl": impl, "opts": opts}
+                    row[impl].update(_run_worker(job, args.threads))
+                rows.append(row)
         except RuntimeError as e:
             print(f"error: {e}", file=sys.stderr)
             return 1
-        busy = rows[-1].get("others_cores")
-        if busy is not None and busy > 0.2:
+        busy = [rows[-1].get(k) for k in ("others_cores_train", "others_cores_sample", "others_cores")]
+        busy = [b for b in busy if b is not None]
+        if busy and max(busy) > 0.2:
             print(
-                f"warning: other processes kept {busy:.2f} core(s) busy while {name} ran; its timings are low",
+                f"warning: other processes kept up to {max(busy):.2f} core(s) busy while {name} ran; its timings are "
+                "low (its ratios less so: both sides ran in turns)",
                 file=sys.stderr,
             )
         if "skipped" in rows[-1]:
             print(f"note: upscale row skipped: {rows[-1]['skipped']}", file=sys.stderr)
 
-    header = (
-        f"CPU: {common.cpu_name()}, {cores} cores, torch {torch_version}, {args.threads} thread(s); "
+    commit = reference.commit() if reference else None
+    print(
+        f"CPU: {common.cpu_name()}; {common.cpu_flags()}; {cores} cores; torch {torch_version}; "
+        f"{args.threads} thread(s)"
+    )
+    print(
         f"load average at start {load_start[0]:.2f} / {load_start[1]:.2f} / {load_start[2]:.2f} (1/5/15 min); "
         f"medians of {args.repeats} training steps and {args.sample_repeats} sampling runs of "
         f"{args.sample_steps} steps{' (--quick)' if args.quick else ''}"
     )
-    print(header + "\n")
+    if reference is None:
+        print(f"No comparison with the reference was made: {where}. Only sr3-edu was measured; no ratios are printed.")
+    else:
+        print(
+            f"Reference: {common.REFERENCE_REPO} at commit {commit or 'unknown'}, from {where}; timed side by side "
+            "with sr3-edu in one process, in turns"
+        )
+    print()
     print(table(rows))
     if args.json:
         result = {
             "benchmark": "cpu",
-            "machine": {"cpu": common.cpu_name(), "cores": cores, "torch": torch_version},
+            "machine": {
+                "cpu": common.cpu_name(),
+                "cpu_features": common.cpu_features(),
+                "cores": cores,
+                "torch": torch_version,
+            },
             "options": {**opts, "quick": args.quick, "configs": args.config_names},
             "load_average_start": list(load_start),
             "busy_warning": warning,
-            "flops": "FlopCounterMode, one forward; training counted as 3× forward",
-            "memory": "peak RSS (resource.getrusage ru_maxrss) of a fresh process per config",
-            "reference": REFERENCE,
+            "reference": (
+                {"dir": str(reference.dir), "adapter": str(reference.adapter), "commit": commit, "from": where}
+                if reference
+                else {"none": where}
+            ),
+            "comparison": "same process, alternating turns, same threads, shapes and data" if reference else None,
+            "flops": "FlopCounterMode, one forward of each implementation's U-Net; training counted as 3× forward",
+            "memory": "peak RSS (ru_maxrss) of a fresh process per config and implementation: 2 training steps",
             "configs": {n: asdict(CONFIGS[n]) for n in args.config_names if n in CONFIGS},
             "results": rows,
         }

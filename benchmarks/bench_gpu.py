@@ -6,11 +6,16 @@ Run on a machine with an NVIDIA GPU (``benchmarks/gpu_check.sh`` runs it after t
 
 Phases, each written to the JSON as soon as it ends (so a timeout keeps what was measured):
 
+Every training phase times sr3-edu's own step, ``Trainer.train_step`` (Algorithm 1's loss, backward, gradient
+clipping, AdamW, fused on CUDA, with the warm-up schedule, then the EMA), of a ``Trainer`` built from a
+``TrainConfig`` of the preset and sizes, on a batch already on the device:
+
 1. **fit** — the largest batch from ``--batches`` whose fast-path training step runs without running out of memory
    (eager bf16, channels_last; a compiled step needs no more memory than this);
-2. **fast** — ``torch.compile``d U-Net, bf16 autocast, channels_last, fused AdamW at that batch: img/s,
+2. **fast** — the trainer with ``compile=True``, ``amp="bf16"``, ``channels_last=True`` at that batch: img/s,
    achieved TFLOP/s and MFU = achieved / the GPU's dense bf16 peak (H100 SXM and H200: 989 TFLOP/s);
-3. **eager_fp32** — the plain path on the same card and batch (halved until it fits): the speed-up of phase 2;
+3. **eager_fp32** — the trainer with ``amp="off"``, contiguous, eager, on the same card and batch (halved until it
+   fits): the speed-up of phase 2;
 4. **sample** — Algorithm 2 for ``--sample-steps`` (100) steps on ``--sample-batch`` (64) 16×16 inputs → 128×128,
    bf16 autocast, channels_last: the eager loop (timed on 10 steps) against ``sample(compile=True)``, whose step
    is one compiled graph replayed as a CUDA graph with no host synchronisation (when the time budget allows).
@@ -25,7 +30,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -85,28 +92,43 @@ def _sync(device) -> None:
         torch.cuda.synchronize()
 
 
-def make_trainer(model_fn, device, batch: int, *, fast: bool, compile_model: bool, size: int, scale: int):
-    """A training step (Algorithm 1 loss, backward, AdamW) on random data of ``batch`` images."""
+def make_trainer(
+    preset: str, device, batch: int, *, fast: bool, compile_model: bool, size: int, scale: int, root: str
+) -> Callable[[], object]:
+    """sr3-edu's own training step, `Trainer.train_step`, on random data of ``batch`` images.
+
+    The trainer's step rather than one rebuilt here: what is timed is what trains (Algorithm 1's loss, backward,
+    gradient clipping, AdamW (fused on CUDA) with the warm-up schedule, the EMA). ``fast``: bf16 autocast and
+    channels_last (``amp="bf16"``, ``channels_last=True``); else fp32 and contiguous. The batch is already on the
+    device, so the host-to-device copy of the loader's batches (overlapped in training) is not timed.
+    """
     import torch
 
-    from sr3_edu.diffusion import loss
-    from sr3_edu.schedule import NoiseSchedule
+    from sr3_edu.train import TrainConfig
 
-    layout = torch.channels_last if fast else torch.contiguous_format
-    model = model_fn().to(device=device, memory_format=layout).train()
-    net = torch.compile(model) if compile_model else model
-    fused = {"fused": True} if fast else {}
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, **fused)
-    x_lr = (torch.rand(batch, 3, size // scale, size // scale, device=device) * 2 - 1).contiguous(memory_format=layout)
-    y0 = (torch.rand(batch, 3, size, size, device=device) * 2 - 1).contiguous(memory_format=layout)
-    schedule = NoiseSchedule.linear(2000)
+    config = TrainConfig(
+        unet=preset,
+        hr_size=size,
+        scale=scale,
+        batch_size=batch,
+        device=str(device),
+        amp="bf16" if fast else "off",
+        channels_last=fast,
+        compile=compile_model,
+        # nothing but the step itself: no sample grids, no metrics lines, no saves
+        sample_every=0,
+        log_every=10**9,
+        save_every=0,
+        sample_images=1,
+    )
+    gen = torch.Generator().manual_seed(0)
+    x_lr = torch.rand(batch, 3, size // scale, size // scale, generator=gen) * 2 - 1
+    y0 = torch.rand(batch, 3, size, size, generator=gen) * 2 - 1
+    trainer = common.make_trainer(config, x_lr, y0, root)
+    on_device = (x_lr.to(trainer.device), y0.to(trainer.device))
 
-    def step() -> None:
-        opt.zero_grad(set_to_none=True)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=fast):
-            value = loss(net, x_lr, y0, schedule)
-        value.backward()
-        opt.step()
+    def step() -> object:
+        return trainer.train_step(on_device)
 
     return step
 
@@ -169,6 +191,14 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return NO_CUDA_EXIT
+    # each Trainer writes a run folder (config.json, empty checkpoints/ and samples/) when it starts
+    with tempfile.TemporaryDirectory(prefix="bench_gpu-") as root:
+        return run(args, root)
+
+
+def run(args: argparse.Namespace, root: str) -> int:
+    """The four phases (see the module docstring), the trainers' run folders under ``root``."""
+    import torch
 
     common.use_repo_package()
     from sr3_edu.diffusion import sample
@@ -234,7 +264,9 @@ def main(argv: list[str] | None = None) -> int:
     best = None
     for b in args.batch_list:
         try:
-            step = make_trainer(model_fn, device, b, fast=True, compile_model=False, size=args.size, scale=args.scale)
+            step = make_trainer(
+                args.preset, device, b, fast=True, compile_model=False, size=args.size, scale=args.scale, root=root
+            )
             step()
             step()
             _sync(device)
@@ -263,15 +295,19 @@ def main(argv: list[str] | None = None) -> int:
     say(f"fit: batch {best} ({fit['tried']})")
     save()
 
-    # 2. fast path: compile + bf16 + channels_last + fused AdamW
+    # 2. fast path: the trainer compiled, bf16, channels_last
     # compiling forward + backward of the big U-Net takes a minute or two; without that much time left, stay eager
     compile_train = not args.no_compile and budget.left() > 150
     step = make_trainer(
-        model_fn, device, best, fast=True, compile_model=compile_train, size=args.size, scale=args.scale
+        args.preset, device, best, fast=True, compile_model=compile_train, size=args.size, scale=args.scale, root=root
     )
     first, sec = time_steps(step, device, args.warmup, args.train_steps)
     fast = throughput(best, sec, first)
-    fast["path"] = "bf16 autocast, channels_last, fused AdamW" + (", torch.compile" if compile_train else ", eager")
+    fast["path"] = (
+        "Trainer.train_step: bf16 autocast, channels_last, AdamW"
+        + (" (fused)" if device.type == "cuda" else "")
+        + (", torch.compile" if compile_train else ", eager")
+    )
     result["phases"]["fast"] = fast
     step = None
     _free(device)
@@ -287,7 +323,7 @@ def main(argv: list[str] | None = None) -> int:
         while b >= 1:
             try:
                 step = make_trainer(
-                    model_fn, device, b, fast=False, compile_model=False, size=args.size, scale=args.scale
+                    args.preset, device, b, fast=False, compile_model=False, size=args.size, scale=args.scale, root=root
                 )
                 first, sec = time_steps(step, device, 2, max(1, args.train_steps // 2))
                 break
@@ -300,7 +336,11 @@ def main(argv: list[str] | None = None) -> int:
                 _free(device)
         if b >= 1:
             eager = throughput(b, sec, first)
-            eager["path"] = "fp32, contiguous, AdamW (for-each), eager"
+            eager["path"] = (
+                "Trainer.train_step: fp32, contiguous, AdamW"
+                + (" (fused)" if device.type == "cuda" else "")
+                + ", eager"
+            )
             eager["fast_speedup_per_img"] = fast["img_per_s"] / eager["img_per_s"]
             result["phases"]["eager_fp32"] = eager
             say(

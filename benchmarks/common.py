@@ -1,15 +1,30 @@
-"""Helpers shared by the benchmark scripts: import path, machine load, FLOP counting, markdown tables."""
+"""Helpers shared by the benchmark scripts: import path, machine and load, FLOP counting, the trainer's step, the
+reference implementation's location, markdown tables."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import platform
+import resource
 import statistics
 import sys
+import tempfile
 import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
+
+REFERENCE_REPO = "Janspiry/Image-Super-Resolution-via-Iterative-Refinement"
+REFERENCE_ENV = "JANSPIRY_DIR"
+DEFAULT_REFERENCE_DIR = REPO.parent / "shared" / "reference" / "janspiry"
+"""The developers' copy of the reference's two files and its adapter, beside the checkout; CI has none."""
+REFERENCE_FILES = ("model/sr3_modules/unet.py", "model/sr3_modules/diffusion.py")
+ADAPTER_FILE = "adapter.py"
 
 
 def use_repo_package() -> None:
@@ -18,6 +33,7 @@ def use_repo_package() -> None:
         sys.path.insert(0, str(REPO))
 
 
+# ---------------------------------------------------------------------------------------------- the machine
 def cpu_name() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -28,17 +44,35 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def cpu_flags() -> str:
-    """The vector and matrix extensions that decide which kernels run (AVX2, AVX-512, its BF16, AMX)."""
+# The extensions that decide which kernels oneDNN picks: fp32 speed follows AVX2 → AVX-512, and bf16 is only fast
+# with AVX512_BF16 or AMX (without them it is emulated and usually slower than fp32).
+CPU_FEATURES = {"AVX2": ("avx2",), "AVX-512": ("avx512f",), "AVX512_BF16": ("avx512_bf16",), "AMX-BF16": ("amx_bf16",)}
+
+
+def cpu_features() -> dict[str, bool] | None:
+    """Which of `CPU_FEATURES` this CPU has, from /proc/cpuinfo; None where it cannot be read (off Linux)."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("flags"):
                 have = set(line.split(":", 1)[1].split())
-                keep = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile") if f in have]
-                return " ".join(keep) or "no AVX2/AVX-512/AMX"
+                return {name: all(f in have for f in flags) for name, flags in CPU_FEATURES.items()}
     except OSError:
         pass
-    return "unknown"
+    return None
+
+
+def cpu_flags() -> str:
+    """`cpu_features` as one line, absent ones named too: "AVX2 yes, AVX-512 no, AVX512_BF16 no, AMX-BF16 no"."""
+    features = cpu_features()
+    if features is None:
+        return "CPU flags unknown"
+    return ", ".join(f"{name} {'yes' if ok else 'no'}" for name, ok in features.items())
+
+
+def peak_rss_mib() -> float:
+    """This process's peak resident memory so far (ru_maxrss: KiB on Linux, bytes on macOS)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
 
 
 def _busy_seconds() -> float | None:
@@ -85,6 +119,35 @@ def busy_warning(threads: int) -> str | None:
     return None
 
 
+# ---------------------------------------------------------------------------------------------- timing
+Timings = dict[str, tuple[list[float], list[float]]]
+"""Per name: (wall seconds, this process's CPU seconds) of each timed call."""
+
+
+def alternate(fns: Mapping[str, Callable[[], Any]], warmup: int, repeats: int) -> Timings:
+    """Time several implementations of one step in turns: a, b, a, b, … (after ``warmup`` untimed turns).
+
+    Turns rather than one implementation's repeats after the other's, so that a change of load on a shared machine
+    (another job starting, a core taken away) falls on both and leaves their ratio alone.
+    """
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    out: Timings = {name: ([], []) for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            t0, c0 = time.perf_counter(), time.process_time()
+            fn()
+            out[name][0].append(time.perf_counter() - t0)
+            out[name][1].append(time.process_time() - c0)
+    return out
+
+
+def cpu_share(wall: list[float], cpu: list[float], threads: int) -> float:
+    """The fraction of the ``threads`` cores asked for that this process actually got while timed."""
+    return sum(cpu) / (sum(wall) * threads)
+
+
 def median(values: list[float]) -> float:
     return float(statistics.median(values))
 
@@ -99,6 +162,117 @@ def forward_flops(model, *inputs) -> int:
     return int(counter.get_total_flops())
 
 
+# ---------------------------------------------------------------------------------------------- our trainer
+def make_trainer(config, x_lr, y0, root: str | os.PathLike):
+    """A `sr3_edu.train.Trainer` for ``config`` on the in-memory pairs (x_lr, y0), its run folder new under ``root``.
+
+    The benchmarks time its `Trainer.train_step`, the step that trains (clipping, warm-up, EMA included), rather
+    than a step rebuilt beside it that could drift from it. The trainer writes config.json and empty folders into its
+    run folder when it starts; ``root`` should be a temporary directory the caller removes.
+    """
+    use_repo_package()
+    import torch
+
+    from sr3_edu.train import Trainer
+
+    # one folder per trainer: a Trainer refuses a folder that already holds a run
+    out_dir = tempfile.mkdtemp(prefix="trainer-", dir=root)
+    dataset = torch.utils.data.TensorDataset(x_lr.detach().cpu(), y0.detach().cpu())
+    return Trainer(config, out_dir, dataset=dataset)
+
+
+# ---------------------------------------------------------------------------------------------- the reference
+class ReferenceDirError(ValueError):
+    """The reference folder named (by option, environment or default) cannot be used; the message says why."""
+
+
+@dataclass(frozen=True)
+class Reference:
+    """Where the reference implementation's files are, and how that folder was chosen."""
+
+    dir: Path
+    adapter: Path
+    source: str
+    """"--reference-dir", "$JANSPIRY_DIR" or "the default folder"."""
+
+    def commit(self) -> str | None:
+        """The reference's commit: its COMMIT file (the developers' copy), else the clone's git HEAD."""
+        stamp = self.dir / "COMMIT"
+        if stamp.is_file():
+            return stamp.read_text().split()[0] or None
+        head = self.dir / ".git" / "HEAD"
+        try:
+            text = head.read_text().strip()
+            if text.startswith("ref: "):
+                return (self.dir / ".git" / text[5:]).read_text().strip() or None
+            return text or None
+        except OSError:
+            return None
+
+
+def resolve_reference(
+    given: str | os.PathLike | None,
+    adapter: str | os.PathLike | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+    default: Path = DEFAULT_REFERENCE_DIR,
+) -> tuple[Reference | None, str]:
+    """The reference to compare with, and a sentence saying where it came from or why there is none.
+
+    ``given`` (the option) wins, then ``$JANSPIRY_DIR``, then ``default`` if that folder exists. A folder that was
+    asked for but cannot be used raises `ReferenceDirError` naming it, rather than quietly measuring one side only.
+    The adapter (the developers' driver of the reference, not part of the reference's repository) is ``adapter``,
+    else ``adapter.py`` in the folder, else the one in ``default``.
+    """
+    env = os.environ if env is None else env
+    if given is not None:
+        folder, source = Path(given), "--reference-dir"
+    elif env.get(REFERENCE_ENV):
+        folder, source = Path(env[REFERENCE_ENV]), f"${REFERENCE_ENV}"
+    elif default.is_dir():
+        folder, source = default, "the default folder"
+    else:
+        return None, (
+            f"no reference folder: no --reference-dir, no ${REFERENCE_ENV}, and no {default}; pass "
+            f"--reference-dir DIR (a clone of {REFERENCE_REPO})"
+        )
+    folder = folder.expanduser().resolve()
+    what = f"{source} {folder}"
+    if not folder.is_dir():
+        raise ReferenceDirError(f"{what}: no such folder; expected a clone of {REFERENCE_REPO}")
+    missing = [f for f in REFERENCE_FILES if not (folder / f).is_file()]
+    if missing:
+        raise ReferenceDirError(
+            f"{what} does not hold {' and '.join(missing)}: expected a clone of {REFERENCE_REPO}, whose U-Net and "
+            "GaussianDiffusion are read from those files"
+        )
+    if adapter is not None:
+        adapter_path = Path(adapter).expanduser().resolve()
+        if not adapter_path.is_file():
+            raise ReferenceDirError(f"--reference-adapter {adapter_path}: no such file")
+    else:
+        candidates = [folder / ADAPTER_FILE, default / ADAPTER_FILE]
+        found = [c for c in candidates if c.is_file()]
+        if not found:
+            raise ReferenceDirError(
+                f"no {ADAPTER_FILE} to drive the reference in {folder} or {default}; pass --reference-adapter FILE "
+                f"(the developers' adapter.py, which defines JanspiryAdapter)"
+            )
+        adapter_path = found[0].resolve()
+    return Reference(folder, adapter_path, source), f"{what} (adapter {adapter_path})"
+
+
+def load_adapter(reference: Reference) -> ModuleType:
+    """Import the adapter module from the reference folder (never copied into this tree)."""
+    spec = importlib.util.spec_from_file_location("janspiry_adapter", reference.adapter)
+    if spec is None or spec.loader is None:
+        raise ReferenceDirError(f"cannot import {reference.adapter}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+# ---------------------------------------------------------------------------------------------- output
 def markdown_table(headers: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
     lines += ["| " + " | ".join(r) + " |" for r in rows]

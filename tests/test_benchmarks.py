@@ -2,6 +2,7 @@
 
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -13,18 +14,28 @@ BENCH = ROOT / "benchmarks"
 
 TABLE_COLUMNS = [
     "config",
+    "implementation",
     "variant",
-    "params M (ref)",
-    "fwd GFLOP/img (ref)",
-    "train img/s (ref)",
-    "train GFLOP/s (ref)",
-    "train ×ref",
+    "params M",
+    "fwd GFLOP/img",
+    "train img/s",
+    "train GFLOP/s",
     "peak RSS MiB",
-    "sample s/step/img (ref)",
-    "sample ×ref",
+    "sample s/step/img",
     "s/img @100 steps",
-    "others' cores",
+    "others' cores train/sample",
     "CPU share train/sample",
+]
+RATIO_COLUMNS = [
+    "config",
+    "variant (sr3-edu)",
+    "train img/s ×ref",
+    "train GFLOP/s ×ref",
+    "sample speed ×ref",
+    "busy train GFLOP/s ×ref",
+    "busy sample speed ×ref",
+    "params ours/ref",
+    "fwd GFLOP/img ours/ref",
 ]
 POSITIVE_FIELDS = [
     "params",
@@ -32,6 +43,7 @@ POSITIVE_FIELDS = [
     "train_step_s",
     "train_img_per_s",
     "train_gflop_per_s",
+    "rss_baseline_mib",
     "peak_rss_train_mib",
     "peak_rss_mib",
     "sample_s_per_step_img",
@@ -41,46 +53,165 @@ POSITIVE_FIELDS = [
     "train_busy_gflop_per_s",
     "sample_busy_s_per_step_img",
 ]
+NO_COMPARISON = "No comparison with the reference was made"
+
+
+def _reference_dir() -> Path | None:
+    """The reference the side-by-side test compares with: $JANSPIRY_DIR, else the developers' copy beside the repo."""
+    given = os.environ.get("JANSPIRY_DIR")
+    folder = Path(given) if given else ROOT.parent / "shared" / "reference" / "janspiry"
+    return folder if (folder / "model" / "sr3_modules" / "unet.py").is_file() else None
+
+
+REFERENCE_DIR = _reference_dir()
 
 
 def run(*args, timeout=120):
     return subprocess.run([sys.executable, *map(str, args)], capture_output=True, text=True, cwd=ROOT, timeout=timeout)
 
 
-def header_and_row(stdout: str, config: str) -> tuple[list[str], list[str]]:
-    lines = [line for line in stdout.splitlines() if line.startswith("|")]
-    cells = [[c.strip() for c in line.strip("|").split("|")] for line in lines]
-    rows = [c for c in cells if c[0] == config]
-    assert cells and rows, f"no table row for {config!r} in:\n{stdout}"
-    return cells[0], rows[0]
+def tables(stdout: str) -> list[list[list[str]]]:
+    """Every markdown table of ``stdout``: its rows (header first, the |---| line left out) as lists of cells."""
+    found, current = [], []
+    for line in stdout.splitlines() + [""]:
+        if line.startswith("|"):
+            if not line.startswith("|---"):
+                current.append([c.strip() for c in line.strip().strip("|").split("|")])
+        elif current:
+            found.append(current)
+            current = []
+    return found
+
+
+def table_with(stdout: str, header: list[str]) -> list[list[str]]:
+    matches = [t for t in tables(stdout) if t[0] == header]
+    assert matches, f"no table with columns {header} in:\n{stdout}"
+    return matches[0]
+
+
+def row_of(table: list[list[str]], *first_cells: str) -> list[str]:
+    rows = [r for r in table[1:] if r[: len(first_cells)] == list(first_cells)]
+    assert len(rows) == 1, f"{len(rows)} rows starting with {first_cells} in {table}"
+    return rows[0]
+
+
+def check_side(s: dict, impl: str) -> None:
+    """One implementation's figures: all there, positive, and consistent with each other."""
+    assert s["impl"] == impl
+    for key in POSITIVE_FIELDS:
+        assert isinstance(s[key], (int, float)) and math.isfinite(s[key]) and s[key] > 0, (impl, key, s[key])
+    # 3 × forward FLOPs per image at the measured rate
+    assert s["train_gflop_per_s"] == pytest.approx(3 * s["gflop_fwd_per_img"] * s["train_img_per_s"])
+    assert s["s_per_img_at_default_steps"] == pytest.approx(100 * s["sample_s_per_step_img"])
+    assert s["peak_rss_mib"] >= s["peak_rss_train_mib"] >= s["rss_baseline_mib"] > 0
 
 
 def test_cpu_benchmark_quick_reports_every_column_with_positive_numbers(tmp_path):
     out = tmp_path / "bench.json"
-    proc = run(BENCH / "bench_cpu.py", "--quick", "--configs", "micro", "--threads", "1", "--json", out)
+    args = ["--quick", "--configs", "micro", "--threads", "1", "--no-reference", "--json", out]
+    proc = run(BENCH / "bench_cpu.py", *args)
     assert proc.returncode == 0, proc.stderr
 
-    header, row = header_and_row(proc.stdout, "micro")
-    assert header == TABLE_COLUMNS
-    assert len(row) == len(header)
-    assert row[1] == "contiguous"
+    main = table_with(proc.stdout, TABLE_COLUMNS)
+    assert len(main) == 2  # header and sr3-edu's row: nothing else was measured
+    row = row_of(main, "micro", "sr3-edu")
+    assert len(row) == len(TABLE_COLUMNS)
+    assert row[2] == "fp32, contiguous (trainer defaults)"
+    # the machine is named above the table: CPU, the flags that pick the kernels, torch, threads
+    head = proc.stdout.split("|", 1)[0]
+    assert "CPU: " in head and "AVX2 " in head and "AVX-512 " in head and "AVX512_BF16 " in head
+    assert "AMX-BF16 " in head and "torch " in head and "1 thread(s)" in head
 
     result = json.loads(out.read_text())
     assert result["options"]["quick"] is True and result["options"]["threads"] == 1
+    assert set(result["machine"]["cpu_features"] or {}) <= {"AVX2", "AVX-512", "AVX512_BF16", "AMX-BF16"}
     (r,) = result["results"]
-    assert r["config"] == "micro" and r["batch"] == 2 and r["size"] == 16
-    for key in POSITIVE_FIELDS:
-        assert isinstance(r[key], (int, float)) and math.isfinite(r[key]) and r[key] > 0, (key, r[key])
+    assert r["config"] == "micro" and r["batch"] == 2 and r["size"] == 16 and r["impls"] == ["ours"]
+    check_side(r["ours"], "sr3-edu")
     # the table and the JSON hold the same measurement
-    assert float(row[3]) == pytest.approx(r["gflop_fwd_per_img"], rel=5e-3)
-    # 3 × forward FLOPs per image at the measured rate
-    assert r["train_gflop_per_s"] == pytest.approx(3 * r["gflop_fwd_per_img"] * r["train_img_per_s"])
-    assert r["train_img_per_s"] == pytest.approx(r["batch"] / r["train_step_s"])
-    assert r["s_per_img_at_default_steps"] == pytest.approx(100 * r["sample_s_per_step_img"])
-    assert r["peak_rss_mib"] >= r["peak_rss_train_mib"] >= r["rss_baseline_mib"] > 0
+    assert float(row[4]) == pytest.approx(r["ours"]["gflop_fwd_per_img"], rel=5e-3)
+    assert r["ours"]["train_img_per_s"] == pytest.approx(r["batch"] / r["ours"]["train_step_s"])
     assert r["others_cores"] is None or r["others_cores"] >= 0
-    # no reference row for the toy config, so no speed-up is claimed
-    assert "train_speedup_vs_ref" not in r and row[6] == "–"
+    # no reference: said so, and no ratio anywhere
+    assert NO_COMPARISON in proc.stdout and "--no-reference" in proc.stdout
+    assert not [t for t in tables(proc.stdout) if t[0] == RATIO_COLUMNS]
+    assert "ratio" not in r and "ref" not in r and result["reference"] == {"none": "--no-reference was given"}
+
+
+@pytest.mark.skipif(
+    REFERENCE_DIR is None,
+    reason="no reference implementation here: set JANSPIRY_DIR to a clone of "
+    "Janspiry/Image-Super-Resolution-via-Iterative-Refinement (with the developers' adapter.py) to run it; "
+    "CI has none, and the developers' copy is ../shared/reference/janspiry",
+)
+def test_cpu_benchmark_times_the_reference_side_by_side(tmp_path):
+    out = tmp_path / "bench.json"
+    args = ["--quick", "--configs", "micro", "--threads", "1", "--reference-dir", REFERENCE_DIR, "--json", out]
+    proc = run(BENCH / "bench_cpu.py", *args)
+    assert proc.returncode == 0, proc.stderr
+    assert NO_COMPARISON not in proc.stdout
+    assert "Janspiry/Image-Super-Resolution-via-Iterative-Refinement" in proc.stdout
+
+    main = table_with(proc.stdout, TABLE_COLUMNS)
+    ours, ref = row_of(main, "micro", "sr3-edu"), row_of(main, "micro", "Janspiry")
+    assert ref[2] == "fp32, contiguous (as its own code runs)"
+    assert ours[10] == ref[10]  # one load figure for both: they ran in turns
+
+    result = json.loads(out.read_text())
+    assert result["reference"]["dir"] == str(REFERENCE_DIR.resolve())
+    (r,) = result["results"]
+    assert r["impls"] == ["ours", "ref"]
+    check_side(r["ours"], "sr3-edu")
+    check_side(r["ref"], "Janspiry")
+    assert r["ours"]["params"] != r["ref"]["params"]  # two different U-Nets were built, not one twice
+    # the ratios are this run's own figures divided
+    o, f = r["ours"], r["ref"]
+    assert r["ratio"]["train_img_per_s"] == pytest.approx(o["train_img_per_s"] / f["train_img_per_s"])
+    assert r["ratio"]["train_gflop_per_s"] == pytest.approx(o["train_gflop_per_s"] / f["train_gflop_per_s"])
+    assert r["ratio"]["sample_speed"] == pytest.approx(f["sample_s_per_step_img"] / o["sample_s_per_step_img"])
+    ratios = row_of(table_with(proc.stdout, RATIO_COLUMNS), "micro")
+    assert float(ratios[2]) == pytest.approx(r["ratio"]["train_img_per_s"], abs=6e-3)
+    assert float(ratios[4]) == pytest.approx(r["ratio"]["sample_speed"], abs=6e-3)
+
+
+def test_cpu_benchmark_names_a_reference_folder_it_cannot_use(tmp_path):
+    missing = tmp_path / "no-such-clone"
+    proc = run(BENCH / "bench_cpu.py", "--quick", "--configs", "micro", "--reference-dir", missing, timeout=60)
+    assert proc.returncode == 2
+    assert str(missing) in proc.stderr and "no such folder" in proc.stderr
+    assert "Janspiry/Image-Super-Resolution-via-Iterative-Refinement" in proc.stderr
+    assert "|" not in proc.stdout  # nothing was measured
+
+    (tmp_path / "empty").mkdir()
+    proc = run(BENCH / "bench_cpu.py", "--quick", "--configs", "micro", "--reference-dir", tmp_path / "empty")
+    assert proc.returncode == 2
+    assert str(tmp_path / "empty") in proc.stderr and "model/sr3_modules/unet.py" in proc.stderr
+
+
+def test_reference_folder_comes_from_the_option_the_environment_or_the_default(tmp_path):
+    sys.path.insert(0, str(BENCH))
+    try:
+        import common
+    finally:
+        sys.path.remove(str(BENCH))
+    absent = tmp_path / "absent"
+    reference, why = common.resolve_reference(None, env={}, default=absent)
+    assert reference is None and str(absent) in why and "--reference-dir" in why
+
+    clone = tmp_path / "clone"
+    for name in common.REFERENCE_FILES:
+        (clone / name).parent.mkdir(parents=True, exist_ok=True)
+        (clone / name).write_text("")
+    (clone / "adapter.py").write_text("")
+    reference, _ = common.resolve_reference(None, env={"JANSPIRY_DIR": str(clone)}, default=absent)
+    assert reference.dir == clone.resolve() and reference.source == "$JANSPIRY_DIR"
+    assert reference.adapter == (clone / "adapter.py").resolve()
+    # the option wins over the environment; a named folder that is not there is an error, not a quiet fallback
+    with pytest.raises(common.ReferenceDirError, match="absent"):
+        common.resolve_reference(absent, env={"JANSPIRY_DIR": str(clone)}, default=absent)
+    (clone / "adapter.py").unlink()
+    with pytest.raises(common.ReferenceDirError, match="adapter.py"):
+        common.resolve_reference(clone, env={}, default=absent)
 
 
 def test_flop_count_matches_the_u_nets_own_convolutions():
@@ -136,11 +267,12 @@ def test_gpu_check_script_is_valid_bash_and_exits_without_cuda(tmp_path):
 @pytest.mark.slow
 def test_cpu_benchmark_variants_label_their_rows_and_sweep_the_sampling_batch(tmp_path):
     out = tmp_path / "bench.json"
-    args = ["--quick", "--configs", "micro", "--threads", "1", "--channels-last", "--bf16", "--sample-batches", "1,3"]
+    args = ["--quick", "--configs", "micro", "--threads", "1", "--no-reference", "--channels-last"]
+    args += ["--precision", "bf16", "--sample-batches", "1,3"]
     proc = run(BENCH / "bench_cpu.py", *args, "--json", out)
     assert proc.returncode == 0, proc.stderr
-    _, row = header_and_row(proc.stdout, "micro")
-    assert row[1] == "channels_last, bf16 sampler"
+    row = row_of(table_with(proc.stdout, TABLE_COLUMNS), "micro", "sr3-edu")
+    assert row[2] == "bf16, channels_last"
     assert "| config | variant | batch 1 | batch 3 |" in proc.stdout
     (r,) = json.loads(out.read_text())["results"]
     assert set(r["sample_batch_sweep"]) == {"1", "3"}
@@ -151,11 +283,12 @@ def test_cpu_benchmark_variants_label_their_rows_and_sweep_the_sampling_batch(tm
 @pytest.mark.slow
 def test_cpu_benchmark_compiled_sampler_reports_its_compile_time(tmp_path):
     out = tmp_path / "bench.json"
-    proc = run(BENCH / "bench_cpu.py", "--quick", "--configs", "micro", "--compile", "--json", out, timeout=900)
+    args = ["--quick", "--configs", "micro", "--no-reference", "--compile", "--json", out]
+    proc = run(BENCH / "bench_cpu.py", *args, timeout=900)
     assert proc.returncode == 0, proc.stderr
     (r,) = json.loads(out.read_text())["results"]
-    assert r["variant"] == "contiguous, compiled sampler"
-    assert r["compile_s"] > 0 and r["sample_s_per_step_img"] > 0
+    assert r["variant"] == "fp32, contiguous (trainer defaults), compiled sampler"
+    assert r["compile_s"] > 0 and r["ours"]["sample_s_per_step_img"] > 0
     assert "First call of the compiled sampler step" in proc.stdout
 
 
