@@ -26,9 +26,11 @@ VIEW = ".nb05-refinement-view"
 
 # Done when no cell waits or runs ("[*]") and the kernel is idle, and either every code cell has a count or a cell
 # failed (JupyterLab then drops the cells queued after it, so their prompts stay empty).
+# A solution cell of an exercise keeps its input collapsed (hidden by default): it has no input prompt, so it is
+# listed as null and its count is inferred from its neighbours'.
 RUN_STATE_JS = """() => {
-  const prompts = [...document.querySelectorAll('.jp-Notebook .jp-CodeCell .jp-InputArea-prompt')]
-    .map(e => e.textContent.trim());
+  const prompts = [...document.querySelectorAll('.jp-Notebook .jp-CodeCell')]
+    .map(c => c.querySelector('.jp-InputArea-prompt')?.textContent.trim() ?? null);
   const status = document.querySelector('.jp-Notebook-ExecutionIndicator')?.getAttribute('data-status');
   const errors = document.querySelectorAll(
     '.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"], .jp-RenderedText[data-mime-type*="error"]'
@@ -43,9 +45,10 @@ ERROR_OUTPUTS_JS = """() => [...document.querySelectorAll(
 
 def _finished(state: dict) -> bool:
     prompts, status = state["prompts"], state["status"]
-    if status != "idle" or not prompts or any("*" in p for p in prompts):
+    shown = [p for p in prompts if p is not None]
+    if status != "idle" or not shown or any("*" in p for p in shown):
         return False
-    return all(re.fullmatch(r"\[\d+\]:", p) for p in prompts) or state["errors"] > 0
+    return all(re.fullmatch(r"\[\d+\]:", p) for p in shown) or state["errors"] > 0
 
 
 def _wait_for_run_all(page, timeout_s: float) -> dict:
@@ -126,7 +129,8 @@ def walk_through(server, chromium_launch: dict, screenshot: Path | None, failure
             errors = page.evaluate(ERROR_OUTPUTS_JS)
             tracebacks = [e for e in errors if "error" in (e["mime"] or "") or "Traceback" in e["text"]]
             assert not tracebacks, "a cell failed:\n" + "\n---\n".join(e["text"][-2000:] for e in tracebacks)
-            assert state["prompts"] == [f"[{i}]:" for i in range(1, n_code + 1)], (
+            expected = [None if p is None else f"[{i}]:" for i, p in enumerate(state["prompts"], 1)]
+            assert len(state["prompts"]) == n_code and state["prompts"] == expected, (
                 f"code cells did not all run once, in order, in a fresh kernel: {state['prompts']}"
             )
 
