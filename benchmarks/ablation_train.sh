@@ -6,7 +6,7 @@
 # (e) trains on data/photos, which `python -m sr3_edu photos --out data/photos` writes (see the README).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-common=(--preset tiny --steps 2000 --batch-size 16 --lr 2e-4 --seed 0 --threads 1 --amp bf16 --color-augment
+common=(--preset tiny --steps 2000 --batch-size 16 --lr 2e-4 --seed 0 --threads 1 --precision bf16 --color-augment
         --save-every 250 --sample-every 1000)
 run() {
   local name=$1; shift

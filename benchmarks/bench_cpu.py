@@ -34,10 +34,10 @@ reference, sr3-edu, reference, … — so that a change of load falls on both an
 ``tiny`` (the shipped preset) has no twin in the reference and runs sr3-edu alone; ``upscale`` times
 ``sr3_edu.upscale.super_resolve`` on a 256×256 image (→ 1024×1024).
 
-**Variants.** By default sr3-edu runs with the trainer's defaults on this machine (``amp="auto"``,
-``channels_last="auto"``: fp32 and contiguous on a CPU); ``--precision bf16`` is the trainer's ``amp="bf16"``
-(training and sampling under bf16 autocast), ``--precision fp32`` its ``amp="off"``, ``--channels-last`` its
-``channels_last=True``, ``--compile`` the compiled sampler. The reference always runs as its own code does (fp32,
+**Variants.** By default sr3-edu runs as the trainer and the sampler do by default on this machine
+(``precision="auto"``: channels_last, with bf16 autocast where the CPU has AVX512_BF16 or AMX, see
+``sr3_edu.devices.native_bf16``); ``--precision bf16`` or ``fp32`` forces the arithmetic (fp32 is then contiguous
+unless ``--channels-last``), ``--compile`` the compiled sampler. The reference always runs as its own code does (fp32,
 contiguous): a ratio of a variant is that variant of sr3-edu against the reference as it is.
 
 **Reading the table.** Each timing is the median of ``--repeats`` (training) or ``--sample-repeats`` (sampling)
@@ -80,9 +80,6 @@ DEFAULT_STEPS = 100
 
 NAMES = {"ours": "sr3-edu", "ref": "Janspiry"}
 """Table labels of the two implementations."""
-
-AMP = {None: "auto", "fp32": "off", "bf16": "bf16"}
-"""--precision → TrainConfig.amp."""
 
 
 @dataclass(frozen=True)
@@ -152,7 +149,7 @@ def train_config(cfg: BenchConfig, opts: dict):
         hr_size=cfg.size,
         scale=cfg.scale,
         batch_size=cfg.batch,
-        amp=AMP[opts["precision"]],
+        precision=opts["precision"] or "auto",
         channels_last=True if opts["channels_last"] else "auto",
         device="cpu",
         threads=opts["threads"],
@@ -201,19 +198,18 @@ class OurSide:
         self.schedule = self.trainer.schedule.respace(steps)
 
     def sample_run(self, schedule=None) -> None:
-        import torch
-
         from sr3_edu.diffusion import sample
+        from sr3_edu.pipeline import FastNetwork
 
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.trainer.amp):
-            sample(
-                self.trainer.ema,
-                self.x_lr,
-                self.schedule if schedule is None else schedule,
-                scale=self.cfg.scale,
-                generator=self.generator,
-                compile=self.opts["compile"],
-            )
+        # the EMA network on the sampler's own fast path, as super_resolve runs it
+        sample(
+            FastNetwork(self.trainer.ema, self.trainer.precision, channels_last=self.channels_last),
+            self.x_lr,
+            self.schedule if schedule is None else schedule,
+            scale=self.cfg.scale,
+            generator=self.generator,
+            compile=self.opts["compile"],
+        )
 
 
 class RefSide:
@@ -702,8 +698,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--precision",
         choices=["fp32", "bf16"],
         default=None,
-        help="sr3-edu's precision: bf16 is the trainer's amp='bf16' (training and sampling under bf16 autocast), "
-        "fp32 its amp='off' (default: the trainer's amp='auto', fp32 on a CPU)",
+        help="sr3-edu's precision: bf16 forces bf16 autocast in training and sampling, fp32 plain fp32 (default: "
+        "precision='auto', the trainer's and the sampler's default: bf16 where the CPU has AVX512_BF16 or AMX)",
     )
     p.add_argument(
         "--channels-last",

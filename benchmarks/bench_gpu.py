@@ -12,9 +12,9 @@ clipping, AdamW, fused on CUDA, with the warm-up schedule, then the EMA), of a `
 
 1. **fit** — the largest batch from ``--batches`` whose fast-path training step runs without running out of memory
    (eager bf16, channels_last; a compiled step needs no more memory than this);
-2. **fast** — the trainer with ``compile=True``, ``amp="bf16"``, ``channels_last=True`` at that batch: img/s,
+2. **fast** — the trainer with ``compile=True``, ``precision="bf16"``, ``channels_last=True`` at that batch: img/s,
    achieved TFLOP/s and MFU = achieved / the GPU's dense bf16 peak (H100 SXM and H200: 989 TFLOP/s);
-3. **eager_fp32** — the trainer with ``amp="off"``, contiguous, eager, on the same card and batch (halved until it
+3. **eager_fp32** — the trainer with ``precision="fp32"`` (contiguous, eager), same card and batch (halved until it
    fits): the speed-up of phase 2;
 4. **sample** — Algorithm 2 for ``--sample-steps`` (100) steps on ``--sample-batch`` (64) 16×16 inputs → 128×128,
    bf16 autocast, channels_last: the eager loop (timed on 10 steps) against ``sample(compile=True)``, whose step
@@ -99,7 +99,7 @@ def make_trainer(
 
     The trainer's step rather than one rebuilt here: what is timed is what trains (Algorithm 1's loss, backward,
     gradient clipping, AdamW (fused on CUDA) with the warm-up schedule, the EMA). ``fast``: bf16 autocast and
-    channels_last (``amp="bf16"``, ``channels_last=True``); else fp32 and contiguous. The batch is already on the
+    channels_last (``precision="bf16"``, ``channels_last=True``); else fp32 and contiguous. The batch is already on the
     device, so the host-to-device copy of the loader's batches (overlapped in training) is not timed.
     """
     import torch
@@ -112,7 +112,7 @@ def make_trainer(
         scale=scale,
         batch_size=batch,
         device=str(device),
-        amp="bf16" if fast else "off",
+        precision="bf16" if fast else "fp32",
         channels_last=fast,
         compile=compile_model,
         # nothing but the step itself: no sample grids, no metrics lines, no saves

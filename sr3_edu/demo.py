@@ -25,7 +25,7 @@ import torch
 from .checkpoint import CheckpointError, load_model, shipped_model_path
 from .devices import resolve_device
 from .evaluate import evaluate, format_table, load_images
-from .upscale import HelpFormatter, inference_options
+from .upscale import HelpFormatter, add_precision_argument, inference_options
 
 __all__ = ["add_arguments", "run", "plot_comparison", "plot_refinement", "train_models"]
 
@@ -44,6 +44,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", default="builtin", help="'builtin' (the built-in validation photos) or a folder of photos")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, mps, or auto")
     p.add_argument("--batch-size", type=int, default=8, help="images refined together")
+    add_precision_argument(p)
     p.add_argument("--train", action="store_true", help="first retrain both models from scratch (slow on a CPU)")
     p.add_argument(
         "--train-steps",
@@ -242,6 +243,7 @@ def run(args: argparse.Namespace) -> int:
         regression_info=reg_info,
         keep_images=True,
         trajectory=max(1, steps // 16),
+        precision=args.precision,
     )
     print(format_table(result))
     out = Path(args.out_dir)

@@ -1,10 +1,11 @@
-"""Where to run: one resolver of the ``--device`` flag for every command (train, upscale, evaluate, search, demo)."""
+"""Where and how to run: one resolver of the ``--device`` flag for every command (train, upscale, evaluate, search,
+demo), and of ``--precision``, the arithmetic the machine is fastest at."""
 
 from __future__ import annotations
 
 import torch
 
-__all__ = ["resolve_device"]
+__all__ = ["resolve_device", "PRECISIONS", "cpu_features", "native_bf16", "resolve_precision"]
 
 
 def _mps_available() -> bool:
@@ -34,3 +35,46 @@ def resolve_device(name: str = "auto", local_rank: int = 0) -> torch.device:
     if device.type == "mps" and not _mps_available():
         raise ValueError("device 'mps' was asked for, but MPS is not available here; use --device cpu or auto")
     return device
+
+
+# ------------------------------------------------------------------------------------------------ precision
+
+PRECISIONS = ("auto", "fp32", "bf16")
+"""``--precision``: "auto" picks bf16 where the hardware computes it natively (see `native_bf16`), else fp32."""
+
+# The extensions that decide which kernels oneDNN picks on a CPU: fp32 speed follows AVX2 → AVX-512, and bf16 is only
+# fast with AVX512_BF16 or AMX (without them it is emulated, and usually slower than fp32).
+CPU_FEATURES = {"AVX2": ("avx2",), "AVX-512": ("avx512f",), "AVX512_BF16": ("avx512_bf16",), "AMX-BF16": ("amx_bf16",)}
+
+
+def cpu_features() -> dict[str, bool] | None:
+    """Which of `CPU_FEATURES` this CPU has, from /proc/cpuinfo; None where it cannot be read (off Linux)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    have = set(line.split(":", 1)[1].split())
+                    return {name: all(flag in have for flag in flags) for name, flags in CPU_FEATURES.items()}
+    except OSError:
+        pass
+    return None
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether ``device`` multiplies bf16 natively: a CUDA GPU that supports it, or a CPU with AVX512_BF16 or AMX."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        features = cpu_features() or {}
+        return features.get("AVX512_BF16", False) or features.get("AMX-BF16", False)
+    return False
+
+
+def resolve_precision(name: str, device: torch.device) -> str:
+    """``"auto"`` → "bf16" where `native_bf16`, else "fp32"; "fp32" and "bf16" as given (bf16 without native support
+    runs, emulated and slow). Raises ValueError for any other name."""
+    if name not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {name!r}")
+    if name == "auto":
+        return "bf16" if native_bf16(device) else "fp32"
+    return name

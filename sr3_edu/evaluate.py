@@ -31,13 +31,15 @@ from torch import Tensor
 
 from . import metrics
 from .checkpoint import CheckpointError, load_model, shipped_model_path
-from .devices import resolve_device
+from .devices import resolve_device, resolve_precision
+from .diffusion import model_device_dtype
 from .files import write_json
 from .images import IMAGE_SUFFIXES, downscale_pil, load_rgb, to_tensor, upscale_bicubic
 from .schedule import NoiseSchedule
 from .upscale import (
     HelpFormatter,
     add_sampler_arguments,
+    add_tile_argument,
     as_arguments,
     describe,
     inference_options,
@@ -135,6 +137,7 @@ def _sr3_samples(
     train_schedule,
     info,
     tile=None,
+    precision: str = "auto",
     trajectory: int = 0,
     compile: bool = False,
 ):
@@ -154,6 +157,7 @@ def _sr3_samples(
         progress=progress,
         train_schedule=train_schedule,
         tile=tile,
+        precision=precision,
         compile=compile,
         return_trajectory=trajectory or False,
     )
@@ -201,7 +205,8 @@ def evaluate(
     sr3_info: dict | None = None,
     regression_info: dict | None = None,
     train_schedule: NoiseSchedule | None = None,
-    tile: int | None = None,
+    tile: int | str | None = "auto",
+    precision: str = "auto",
     keep_images: bool = False,
     trajectory: int = 0,
     compile: bool = False,
@@ -268,7 +273,13 @@ def evaluate(
             _sync(regression_model)
             t0 = time.perf_counter()
             reg = super_resolve(
-                regression_model, lr, info=regression_info, scale=scale, objective="regression", batch_size=batch_size
+                regression_model,
+                lr,
+                info=regression_info,
+                scale=scale,
+                objective="regression",
+                batch_size=batch_size,
+                precision=precision,
             )
             _sync(regression_model)
             put(names, "regression", score(reg, hr, lr, scale), (time.perf_counter() - t0) / n)
@@ -287,6 +298,7 @@ def evaluate(
             train_schedule=train_schedule,
             info=sr3_info,
             tile=tile,
+            precision=precision,
             trajectory=trajectory,
             compile=compile,
         )
@@ -329,6 +341,7 @@ def evaluate(
             "seed": seed,
             "crop": crop,
             **opts,
+            "precision": resolve_precision(precision, model_device_dtype(sr3_model)[0]),
             "sr3_checkpoint": (sr3_info or {}).get("path"),
             "regression_checkpoint": (regression_info or {}).get("path") if regression_model is not None else None,
         },
@@ -456,7 +469,7 @@ def add_evaluate_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--samples", type=int, default=4, help="K: SR3 samples per photo (scored each, and their mean)")
     add_sampler_arguments(p)
-    p.add_argument("--tile", type=int, default=None, help="refine in overlapping tiles of this size to save memory")
+    add_tile_argument(p)
     p.add_argument("--per-image", action="store_true", help="also print one table per photo")
 
 
@@ -487,6 +500,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         sr3_info=info,
         regression_info=reg_info,
         tile=args.tile,
+        precision=args.precision,
         compile=args.compile,
     )
     print(format_table(result, per_image=args.per_image))

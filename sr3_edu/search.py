@@ -15,7 +15,7 @@ from PIL import Image
 
 from . import metrics
 from .checkpoint import load_model
-from .devices import resolve_device
+from .devices import resolve_device, resolve_precision
 from .evaluate import (
     METRICS,
     add_common_arguments,
@@ -29,7 +29,7 @@ from .evaluate import (
 from .files import write_json
 from .images import upscale_bicubic
 from .schedule import NoiseSchedule
-from .upscale import inference_options, training_schedule
+from .upscale import add_precision_argument, inference_options, training_schedule
 
 __all__ = ["default_candidates", "search_schedules", "rank_schedules", "format_search", "add_arguments", "run"]
 
@@ -78,6 +78,7 @@ def search_schedules(
     progress: bool = True,
     train_schedule: NoiseSchedule | None = None,
     detail_band: tuple[float, float] = (0.8, 1.25),
+    precision: str = "auto",
 ) -> list[dict[str, Any]]:
     """Score SR3 under each candidate inference schedule on ``images`` and rank them; returns rows, best first.
 
@@ -126,6 +127,7 @@ def search_schedules(
                 progress=False,
                 train_schedule=train_schedule,
                 info=info,
+                precision=precision,
             )
             for k, v in s.items():
                 sums[k] += float(v.sum())
@@ -313,6 +315,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="random seed (the same for every schedule)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, mps, or auto")
     p.add_argument("--batch-size", type=int, default=4, help="images refined together")
+    add_precision_argument(p)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -336,6 +339,7 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         progress=not args.no_progress,
         detail_band=tuple(args.detail_band),
+        precision=args.precision,
     )
     print(format_search(rows))
     best = rows[0]
@@ -360,6 +364,7 @@ def run(args: argparse.Namespace) -> int:
             "seed": args.seed,
             "crop": args.crop,
             "detail_band": list(args.detail_band),
+            "precision": resolve_precision(args.precision, device),
             "checkpoint": info["path"],
         }
         print(f"wrote {write_json(out, args.json)}", file=sys.stderr)

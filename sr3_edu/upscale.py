@@ -23,22 +23,21 @@ right and bottom by reflection, and the output cropped back to exactly (w·scale
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
 from .checkpoint import load_model
-from .devices import resolve_device
+from .devices import PRECISIONS, resolve_device
 from .diffusion import SAMPLERS, RefinementStep, q_sample, sample
 from .files import write_atomic
 from .images import IMAGE_SUFFIXES, load_rgb, to_image, to_tensor, upscale_bicubic
+from .pipeline import AUTO_OVERLAP, AUTO_TILE, FastNetwork, TiledModel, auto_tile, pad_like, pad_lr
 from .regression import regress
 from .schedule import NoiseSchedule
 
@@ -53,6 +52,9 @@ __all__ = [
     "super_resolve",
     "TiledModel",
     "write_image_atomic",
+    "add_sampler_arguments",
+    "add_tile_argument",
+    "add_precision_argument",
     "add_arguments",
     "run",
 ]
@@ -166,79 +168,6 @@ def inference_schedule(
     return train.respace(min(int(steps), train.T))
 
 
-class TiledModel:
-    """f_θ evaluated on overlapping tiles of y_t, the ε̂ of the tiles blended with smooth weights.
-
-    Every step of the chain still updates the whole image (as in MultiDiffusion, Bar-Tal et al. 2023), so tiles
-    leave no seams; only the network's view is local. Memory then grows with the tile, not the image.
-    ``tile`` and the overlap are sizes of y_t; both are rounded to multiples of the scale and ``model.multiple``.
-    """
-
-    def __init__(self, model, tile: int, scale: int, overlap: int | None = None):
-        self.model, self.scale = model, scale
-        self.unit = math.lcm(scale, getattr(model, "multiple", 1))
-        self.tile = max(self.unit, tile // self.unit * self.unit)
-        overlap = self.tile // 4 if overlap is None else overlap
-        self.overlap = min(self.tile - self.unit, max(0, overlap // self.unit * self.unit))
-
-    def parameters(self):
-        return self.model.parameters()
-
-    def _starts(self, size: int) -> list[int]:
-        if size <= self.tile:
-            return [0]
-        step = self.tile - self.overlap
-        starts = list(range(0, size - self.tile, step)) + [size - self.tile]
-        return sorted(set(starts))
-
-    def _weight(self, h: int, w: int, like: Tensor) -> Tensor:
-        # A tent that is highest in the tile's middle: where tiles overlap, each one's centre counts most.
-        def ramp(n: int) -> Tensor:
-            i = torch.arange(n, device=like.device, dtype=like.dtype)
-            return torch.minimum(i + 1, n - i).clamp(max=max(1, self.overlap))
-
-        return ramp(h)[:, None] * ramp(w)[None, :]
-
-    def __call__(self, x_lr: Tensor, y_t: Tensor, gamma: Tensor) -> Tensor:
-        H, W = y_t.shape[-2:]
-        if H <= self.tile and W <= self.tile:
-            return self.model(x_lr, y_t, gamma)
-        s = self.scale
-        out = torch.zeros_like(y_t)
-        total = y_t.new_zeros(H, W)
-        for top in self._starts(H):
-            for left in self._starts(W):
-                h, w = min(self.tile, H), min(self.tile, W)
-                x_tile = x_lr[..., top // s : (top + h) // s, left // s : (left + w) // s]
-                eps = self.model(x_tile, y_t[..., top : top + h, left : left + w], gamma)
-                wgt = self._weight(h, w, y_t)
-                out[..., top : top + h, left : left + w] += eps * wgt
-                total[top : top + h, left : left + w] += wgt
-        return out / total
-
-
-def _pad_lr(x_lr: Tensor, scale: int, multiple: int) -> tuple[Tensor, int, int]:
-    """Pad x on the right and bottom (by reflection) until h·scale and w·scale are multiples of ``multiple``."""
-    h, w = x_lr.shape[-2:]
-    # h_pad must be a multiple of m / gcd(m, scale) for h_pad · scale to be a multiple of m
-    unit = multiple // math.gcd(multiple, scale)
-    ph, pw = -h % unit, -w % unit
-    if ph or pw:
-        mode = "reflect" if ph < h and pw < w else "replicate"
-        x_lr = F.pad(x_lr, (0, pw, 0, ph), mode=mode)
-    return x_lr, h, w
-
-
-def _pad_like(y: Tensor, H: int, W: int, lr_shape: torch.Size, scale: int) -> Tensor:
-    """A caller's y_T of the output size (H, W), padded like x to the padded output size."""
-    if tuple(y.shape[-2:]) != (H, W):
-        raise ValueError(f"y_T must have the output's size {H}×{W}, got {tuple(y.shape[-2:])}")
-    ph, pw = lr_shape[-2] * scale - H, lr_shape[-1] * scale - W
-    if ph or pw:
-        y = F.pad(y, (0, pw, 0, ph), mode="reflect" if ph < H and pw < W else "replicate")
-    return y
-
-
 def _as_batch(x: Tensor | Image.Image | Sequence[Image.Image]) -> tuple[list[Tensor], str]:
     if isinstance(x, Image.Image):
         return [to_tensor(x.convert("RGB"))[None]], "pil"
@@ -271,7 +200,8 @@ def super_resolve(
     seed: int | None = None,
     batch_size: int = 8,
     progress: bool = False,
-    tile: int | None = None,
+    tile: int | str | None = "auto",
+    precision: str = "auto",
     train_schedule: NoiseSchedule | None = None,
     info: dict | None = None,
     objective: str | None = None,
@@ -292,7 +222,13 @@ def super_resolve(
     schedule of ``steps`` steps instead of the training schedule respaced; ``"off"`` respaces it whatever ``info``
     says (see `inference_options`). ``sampler="ddim"`` takes DDIM steps with noise ``eta`` × the posterior σ
     (`sr3_edu.diffusion.ddim_step`). ``seed`` (or ``generator``)
-    together with ``batch_size`` fixes every random draw. ``tile`` bounds memory (see `TiledModel`).
+    together with ``batch_size`` fixes every random draw (with a given ``precision``: bf16 and fp32 chains differ in
+    the last bits, so their samples differ slightly). ``tile`` bounds memory: "auto" refines images with a side over
+    `sr3_edu.pipeline.AUTO_TILE` in tiles of that size, a number in tiles of that size, None or 0 whole (see
+    `TiledModel`). ``precision`` "auto" is the machine's fast path: channels_last memory, and bf16 autocast where the
+    machine multiplies bf16 natively (AMX or AVX512_BF16 on a CPU, see `sr3_edu.devices.native_bf16`); "fp32" is
+    plain fp32 in the default memory layout, the reference arithmetic (what the tests compare against); "bf16" forces
+    bf16 (see `sr3_edu.pipeline.FastNetwork`).
     ``train_schedule`` is the schedule the model was trained with (default: the one ``info`` records, see
     `training_schedule`).
     ``return_trajectory`` (tensor input only) also returns the `RefinementStep` list, cropped like the output.
@@ -332,7 +268,7 @@ def super_resolve(
         betas=opts["betas"],
     )
     multiple = getattr(model, "multiple", 1)
-    net = TiledModel(model, tile, scale) if tile else model
+    fast = FastNetwork(model, precision, channels_last=precision != "fp32")
     batches, kind = _as_batch(x_lr)
     if return_trajectory and kind not in ("tensor", "tensor3"):
         raise ValueError("return_trajectory needs a tensor input")
@@ -348,13 +284,15 @@ def super_resolve(
     trajectories: list[list[RefinementStep]] = []
     offset = 0
     for i, chunk in chunks:
-        x, h, w = _pad_lr(chunk.float(), scale, multiple)
+        x, h, w = pad_lr(chunk.float(), scale, multiple)
+        side = auto_tile(tile, x.shape[-2] * scale, x.shape[-1] * scale)
+        net = TiledModel(fast, side, scale, overlap=None if tile != "auto" else AUTO_OVERLAP) if side else fast
         if objective == "regression":
             y, traj = regress(net, x, scale=scale), None
         else:
             start_y = None
             if y_T is not None:
-                start_y = _pad_like(y_T[offset : offset + chunk.shape[0]], h * scale, w * scale, x.shape, scale)
+                start_y = pad_like(y_T[offset : offset + chunk.shape[0]], h * scale, w * scale, x.shape, scale)
             elif opts["start"] == "bicubic":
                 up = upscale_bicubic(x, scale).clamp(-1, 1)
                 eps = torch.randn(up.shape, generator=generator, device=generator.device if generator else "cpu")
@@ -514,6 +452,7 @@ def add_sampler_arguments(p: argparse.ArgumentParser, *, steps_default: str = "t
         help="DDIM's noise, η × the posterior σ, in [0, 1]: 0 deterministic, 1 the ancestral chain with the "
         "posterior variance (default: the model file's, else 0)",
     )
+    add_precision_argument(p)
     p.add_argument("--seed", type=int, default=0, help="random seed; with --batch-size it fixes the output")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, mps, or auto (a GPU when there is one)")
     p.add_argument("--batch-size", type=int, default=4, help="images refined together (more = faster on a GPU)")
@@ -523,6 +462,41 @@ def add_sampler_arguments(p: argparse.ArgumentParser, *, steps_default: str = "t
         help="torch.compile each refinement step, U-Net and update together (a CUDA graph on a GPU): faster per "
         "step after a first call that compiles for tens of seconds to minutes, so it pays on many steps or images",
     )
+
+
+def add_precision_argument(p: argparse.ArgumentParser) -> None:
+    """``--precision``, shared by every command that runs the network."""
+    p.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="auto",
+        help="the network's arithmetic: 'auto' is this machine's fast path (channels_last, and bf16 where the CPU has "
+        "AVX512_BF16 or AMX or the GPU supports it); 'fp32' plain fp32, the same numbers on every machine; 'bf16' "
+        "forces bf16",
+    )
+
+
+def add_tile_argument(p: argparse.ArgumentParser) -> None:
+    """``--tile``, shared by upscale and evaluate."""
+    p.add_argument(
+        "--tile",
+        type=_tile,
+        default="auto",
+        help="refine in overlapping tiles of at most this many output pixels a side, blended at every step: bounded "
+        f"memory and no seams; 'auto' tiles images with a side over {AUTO_TILE} (the fastest tile on a CPU), 0 never",
+    )
+
+
+def _tile(text: str) -> int | str:
+    if text == "auto":
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"a tile size is 'auto', 0 (no tiles) or a number of pixels; got {text!r}")
+    return value
 
 
 def sampler_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -575,9 +549,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="output image path for one input (format from its suffix); a folder for a folder (PNG files)",
     )
     add_sampler_arguments(p)
-    p.add_argument(
-        "--tile", type=int, default=None, help="refine in overlapping tiles of this output size to save memory"
-    )
+    add_tile_argument(p)
     p.add_argument(
         "--skip-bad-images", action="store_true", help="in a folder, skip unreadable files instead of stopping"
     )
@@ -642,6 +614,7 @@ def run(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
             progress=progress,
             tile=args.tile,
+            precision=args.precision,
             compile=args.compile,
         )
         target = out / (f.stem + ".png") if folder else out

@@ -8,6 +8,9 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
+
+from sr3_edu.devices import resolve_precision
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "benchmarks"
@@ -116,7 +119,9 @@ def test_cpu_benchmark_quick_reports_every_column_with_positive_numbers(tmp_path
     assert len(main) == 2  # header and sr3-edu's row: nothing else was measured
     row = row_of(main, "micro", "sr3-edu")
     assert len(row) == len(TABLE_COLUMNS)
-    assert row[2] == "fp32, contiguous (trainer defaults)"
+    # the trainer's default on this machine: channels_last, and bf16 where the CPU has native bf16
+    fast = resolve_precision("auto", torch.device("cpu"))
+    assert row[2] == f"{fast}, channels_last (trainer defaults)"
     # the machine is named above the table: CPU, the flags that pick the kernels, torch, threads
     head = proc.stdout.split("|", 1)[0]
     assert "CPU: " in head and "AVX2 " in head and "AVX-512 " in head and "AVX512_BF16 " in head
@@ -287,7 +292,8 @@ def test_cpu_benchmark_compiled_sampler_reports_its_compile_time(tmp_path):
     proc = run(BENCH / "bench_cpu.py", *args, timeout=900)
     assert proc.returncode == 0, proc.stderr
     (r,) = json.loads(out.read_text())["results"]
-    assert r["variant"] == "fp32, contiguous (trainer defaults), compiled sampler"
+    fast = resolve_precision("auto", torch.device("cpu"))
+    assert r["variant"] == f"{fast}, channels_last (trainer defaults), compiled sampler"
     assert r["compile_s"] > 0 and r["ours"]["sample_s_per_step_img"] > 0
     assert "First call of the compiled sampler step" in proc.stdout
 

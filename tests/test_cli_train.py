@@ -67,8 +67,9 @@ def test_help_explains_every_option_with_its_default(capsys):
     text = " ".join(capsys.readouterr().out.split())
     for flag in (
         "--preset", "--data", "--steps", "--batch-size", "--out", "--resume", "--device", "--seed", "--save-every",
-        "--log-every", "--sample-every", "--objective", "--lr", "--warmup", "--ema-decay", "--grad-accum", "--amp",
-        "--compile", "--color-augment", "--skip-bad-images", "--hr-size", "--scale", "--workers", "--keep-every",
+        "--log-every", "--sample-every", "--objective", "--lr", "--warmup", "--ema-decay", "--grad-accum",
+        "--precision", "--compile", "--color-augment", "--skip-bad-images", "--hr-size", "--scale", "--workers",
+        "--keep-every",
     ):  # fmt: skip
         assert flag in text, flag
     assert "default: 16 for tiny, 24 for sr3_16_128" in text  # --batch-size

@@ -96,7 +96,7 @@ def test_presets():
     assert (tiny.lr, tiny.warmup, tiny.ema_decay, tiny.grad_clip, tiny.weight_decay) == (1e-4, 200, 0.999, 1.0, 0.0)
     assert (tiny.T, tiny.beta_start, tiny.beta_end, tiny.objective, tiny.loss_p) == (2000, 1e-6, 1e-2, "sr3", 1)
     paper = TrainConfig.preset("sr3_16_128")
-    assert (paper.hr_size, paper.scale, paper.warmup, paper.lr, paper.amp) == (128, 8, 10_000, 1e-4, "auto")
+    assert (paper.hr_size, paper.scale, paper.warmup, paper.lr, paper.precision) == (128, 8, 10_000, 1e-4, "auto")
     unet = paper.unet_config()
     assert (unet.base_channels, unet.channel_mults, unet.num_res_blocks, unet.dropout) == (128, (1, 2, 4, 8, 8), 3, 0.2)
     assert set(PRESETS) == {"tiny", "sr3_16_128"}

@@ -226,7 +226,7 @@ def test_defaults_come_from_the_model_info_and_regression_models_regress():
     info = {"objective": "regression", "scale": 4, "inference": {}}
     with torch.inference_mode():
         want = regress(model, x, scale=4).clamp(-1, 1)
-    torch.testing.assert_close(super_resolve(model, x, info=info), want)
+    torch.testing.assert_close(super_resolve(model, x, info=info, precision="fp32"), want)
     with pytest.raises(ValueError, match="scale"):
         super_resolve(model, x)
 
@@ -257,9 +257,15 @@ def test_tiles_change_nothing_when_the_image_fits_and_keep_the_size_when_it_does
 def test_tiles_cover_the_image_with_overlap():
     t = TiledModel(BicubicOracle(8), tile=30, scale=4)
     assert t.tile == 24 and t.overlap % 8 == 0
-    starts = t._starts(100)
-    assert starts[0] == 0 and starts[-1] == 100 - 24
-    assert all(b - a <= t.tile for a, b in zip(starts, starts[1:]))
+    side, starts = t.layout(100)
+    assert side <= t.tile and starts[0] == 0 and starts[-1] == 100 - side
+    assert all(b - a <= side for a, b in zip(starts, starts[1:]))
+    # the fewest tiles of at most 256 with at least 32 of overlap, spread evenly: 5 of 232 over 1024
+    wide = TiledModel(BicubicOracle(8), tile=256, scale=4, overlap=32)
+    side, starts = wide.layout(1024)
+    assert (side, len(starts), starts[-1]) == (232, 5, 1024 - 232)
+    assert all(32 <= a + side - b for a, b in zip(starts, starts[1:]))
+    assert wide.layout(256) == (256, [0])
 
 
 def test_write_image_atomic_refuses_an_unknown_suffix_and_leaves_nothing(tmp_path):

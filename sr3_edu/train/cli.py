@@ -30,7 +30,7 @@ __all__ = ["add_train_arguments", "run_train", "FLAG_FIELDS", "flag_of"]
 # The TrainConfig fields that have a flag, in the order --help lists them (switches, the bool fields, last).
 FLAG_FIELDS: tuple[str, ...] = (
     "data", "steps", "batch_size", "grad_accum", "objective", "lr", "warmup", "ema_decay", "hr_size", "scale",
-    "seed", "device", "amp", "num_workers", "threads", "log_every", "save_every", "keep_every", "sample_every",
+    "seed", "device", "precision", "num_workers", "threads", "log_every", "save_every", "keep_every", "sample_every",
     "sample_steps", "loss_p", "offset_noise",
     "compile", "activation_checkpointing", "flips", "color_augment", "skip_bad_images",
 )  # fmt: skip

@@ -13,6 +13,7 @@ import inspect
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..devices import PRECISIONS
 from ..schedule import NoiseSchedule
 from ..unet import PRESETS as UNET_PRESETS
 from ..unet import UNetConfig
@@ -27,7 +28,7 @@ class ConfigError(ValueError):
 # The values a few fields accept: `validate` checks them, the command line offers them as choices.
 CHOICES: dict[str, tuple[Any, ...]] = {
     "objective": ("sr3", "regression"),
-    "amp": ("auto", "bf16", "off"),
+    "precision": PRECISIONS,
     "loss_p": (1, 2),
 }
 
@@ -109,12 +110,14 @@ class TrainConfig:
     """"auto", "cpu", "cuda", "cuda:N" or "mps".
 
     "auto" takes CUDA, then MPS, then the CPU."""
-    amp: str = "auto"
-    """"auto" (bf16 autocast on CUDA, off elsewhere), "bf16" or "off".
+    precision: str = "auto"
+    """"auto", "fp32" or "bf16": the arithmetic of the forward and backward passes.
 
-    Mixed precision; "auto" turns it on only on a CUDA GPU that supports bf16."""
+    "auto" is the machine's fast path: bf16 autocast where the hardware multiplies bf16 natively (a CUDA GPU that
+    supports it; a CPU with AMX or AVX512_BF16), fp32 elsewhere, with channels_last memory. "fp32" is plain fp32 in
+    the default layout. The weights, the optimiser and the EMA stay in fp32 either way."""
     channels_last: str | bool = "auto"
-    """NHWC memory layout, faster convolutions on GPUs: "auto" (on for CUDA), True or False."""
+    """NHWC memory layout, faster convolutions: "auto" (on unless --precision fp32), True or False."""
     compile: bool = False
     """torch.compile the U-Net.
 
@@ -185,6 +188,9 @@ class TrainConfig:
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
         """The inverse of `asdict` (for configs read back from a checkpoint); unknown keys are ignored."""
         names = {f.name for f in dataclasses.fields(cls)}
+        d = dict(d)
+        if "amp" in d and "precision" not in d:  # checkpoints written before --precision said --amp auto|bf16|off
+            d["precision"] = {"off": "fp32"}.get(d["amp"], d["amp"])
         return cls(**{k: v for k, v in d.items() if k in names})
 
     def unet_config(self) -> UNetConfig:
@@ -242,7 +248,7 @@ class TrainConfig:
         need(self.weight_decay >= 0, f"weight_decay must be ≥ 0, got {self.weight_decay!r}")
         need(self.grad_clip >= 0, f"grad_clip must be ≥ 0 (0 turns clipping off), got {self.grad_clip!r}")
         need(0 <= self.ema_decay < 1, f"ema_decay must be in [0, 1), got {self.ema_decay!r}")
-        need(self.amp in CHOICES["amp"], f"amp must be 'auto', 'bf16' or 'off', got {self.amp!r}")
+        need(self.precision in PRECISIONS, f"precision must be 'auto', 'fp32' or 'bf16', got {self.precision!r}")
         need(
             self.channels_last in ("auto", True, False),
             f"channels_last must be 'auto', True or False, got {self.channels_last!r}",
@@ -288,7 +294,7 @@ PRESETS: dict[str, TrainConfig] = {
         warmup=10_000,
         ema_decay=0.9999,
         steps=1_000_000,
-        amp="auto",
+        precision="auto",
         log_every=100,
         save_every=5000,
         sample_every=10_000,

@@ -21,7 +21,7 @@ from torch import Tensor
 
 from .. import diffusion
 from ..checkpoint import save_atomic
-from ..devices import resolve_device
+from ..devices import resolve_device, resolve_precision
 from ..files import write_atomic
 from ..images import to_image, upscale_bicubic
 from ..regression import regress, regression_loss
@@ -114,7 +114,8 @@ class Trainer:
         """f_θ, its EMA, AdamW with the warm-up, the noise schedule (β_t, α_t, γ_t), and how they run."""
         cfg, cuda = self.config, self.device.type == "cuda"
         torch.manual_seed(mix_seeds(cfg.seed, INIT))
-        use_cl = cfg.channels_last is True or (cfg.channels_last == "auto" and cuda)
+        self.precision = resolve_precision(cfg.precision, self.device)
+        use_cl = cfg.channels_last is True or (cfg.channels_last == "auto" and cfg.precision != "fp32")
         self.memory_format = torch.channels_last if use_cl else torch.contiguous_format
         self.raw = SR3UNet.from_config(unet_config).to(self.device, memory_format=self.memory_format)
         self.ema = copy.deepcopy(self.raw).eval().requires_grad_(False)
@@ -124,7 +125,7 @@ class Trainer:
         )
         self.lr_schedule = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
         self.schedule = cfg.schedule()
-        self.amp = cfg.amp == "bf16" or (cfg.amp == "auto" and cuda and torch.cuda.is_bf16_supported())
+        self.amp = self.precision == "bf16"
         self.noise_gen = torch.Generator(device=self.device if cuda else "cpu")
 
     # ---------------------------------------------------------------------------------------------- the loop
