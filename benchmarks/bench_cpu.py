@@ -32,7 +32,8 @@ reference, sr3-edu, reference, … — so that a change of load falls on both an
   reported per step per image.
 
 ``tiny`` (the shipped preset) has no twin in the reference and runs sr3-edu alone; ``upscale`` times
-``sr3_edu.upscale.super_resolve`` on a 256×256 image (→ 1024×1024).
+``sr3_edu.upscale.super_resolve`` on a 256×256 image (→ 1024×1024); ``benchmarks/bench_upscale.py`` times the
+whole ``upscale`` command, its memory and its tile seams.
 
 **Variants.** By default sr3-edu runs as the trainer and the sampler do by default on this machine
 (``precision="auto"``: channels_last, with bf16 autocast where the CPU has AVX512_BF16 or AMX, see
@@ -311,9 +312,9 @@ def default_sampler_steps() -> tuple[int, str]:
     except (ImportError, ValueError, OSError):
         pass
     try:
-        from sr3_edu.upscale import DEFAULT_INFERENCE
+        from sr3_edu.inference import DEFAULT_INFERENCE
 
-        return int(DEFAULT_INFERENCE["steps"]), "sr3_edu.upscale.DEFAULT_INFERENCE"
+        return int(DEFAULT_INFERENCE["steps"]), "sr3_edu.inference.DEFAULT_INFERENCE"
     except (ImportError, KeyError):
         return DEFAULT_STEPS, "the paper's 100-step budget"
 
@@ -475,7 +476,7 @@ def measure_upscale(opts: dict) -> dict:
     size = getattr(out, "size", None) or tuple(getattr(out, "shape", ())[-2:])
     return {
         "config": "upscale",
-        "variant": f"tiny, 256×256 → {size}, {steps} steps, tile {opts['upscale_tile'] or 'none (whole image)'}",
+        "variant": f"tiny, 256×256 → {size}, {steps} steps, tile {opts['upscale_tile'] or 'auto (the default)'}",
         "threads": opts["threads"],
         "upscale_steps": steps,
         "upscale_wall_s": wall,
@@ -704,7 +705,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--channels-last",
         action="store_true",
-        help="sr3-edu in channels_last (NHWC), the trainer's channels_last=True (default: its 'auto', off on a CPU)",
+        help="sr3-edu in channels_last (NHWC), the trainer's channels_last=True (default: its 'auto', on unless "
+        "--precision fp32)",
     )
     p.add_argument(
         "--compile",

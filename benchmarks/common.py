@@ -44,21 +44,12 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-# The extensions that decide which kernels oneDNN picks: fp32 speed follows AVX2 → AVX-512, and bf16 is only fast
-# with AVX512_BF16 or AMX (without them it is emulated and usually slower than fp32).
-CPU_FEATURES = {"AVX2": ("avx2",), "AVX-512": ("avx512f",), "AVX512_BF16": ("avx512_bf16",), "AMX-BF16": ("amx_bf16",)}
-
-
 def cpu_features() -> dict[str, bool] | None:
-    """Which of `CPU_FEATURES` this CPU has, from /proc/cpuinfo; None where it cannot be read (off Linux)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                have = set(line.split(":", 1)[1].split())
-                return {name: all(f in have for f in flags) for name, flags in CPU_FEATURES.items()}
-    except OSError:
-        pass
-    return None
+    """`sr3_edu.devices.cpu_features`: which of AVX2, AVX-512, AVX512_BF16 and AMX-BF16 this CPU has."""
+    use_repo_package()
+    from sr3_edu.devices import cpu_features as features
+
+    return features()
 
 
 def cpu_flags() -> str:

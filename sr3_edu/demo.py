@@ -25,7 +25,8 @@ import torch
 from .checkpoint import CheckpointError, load_model, shipped_model_path
 from .devices import resolve_device
 from .evaluate import evaluate, format_table, load_images
-from .upscale import HelpFormatter, add_precision_argument, inference_options
+from .flags import HelpFormatter, add_precision_argument
+from .inference import inference_options
 
 __all__ = ["add_arguments", "run", "plot_comparison", "plot_refinement", "train_models"]
 

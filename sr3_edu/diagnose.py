@@ -23,7 +23,8 @@ from .checkpoint import load_model
 from .devices import resolve_device
 from .diffusion import model_device_dtype, q_sample
 from .evaluate import load_images, tensor_pairs
-from .upscale import HelpFormatter, super_resolve
+from .flags import HelpFormatter
+from .upscale import super_resolve
 
 __all__ = ["noise_estimate_errors", "paper_chain", "chain_drift", "add_arguments", "run"]
 

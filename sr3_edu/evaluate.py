@@ -34,18 +34,11 @@ from .checkpoint import CheckpointError, load_model, shipped_model_path
 from .devices import resolve_device, resolve_precision
 from .diffusion import model_device_dtype
 from .files import write_json
+from .flags import HelpFormatter, add_sampler_arguments, add_tile_argument, sampler_options
 from .images import IMAGE_SUFFIXES, downscale_pil, load_rgb, to_tensor, upscale_bicubic
+from .inference import as_arguments, describe, inference_options
 from .schedule import NoiseSchedule
-from .upscale import (
-    HelpFormatter,
-    add_sampler_arguments,
-    add_tile_argument,
-    as_arguments,
-    describe,
-    inference_options,
-    sampler_options,
-    super_resolve,
-)
+from .upscale import super_resolve
 
 __all__ = [
     "METHODS",

@@ -19,7 +19,17 @@ from torch import Tensor
 
 from .images import downscale
 
-__all__ = ["psnr", "psnr_y", "ssim", "consistency", "color_error", "detail_ratio", "to_unit", "rgb_to_y"]
+__all__ = [
+    "psnr",
+    "psnr_y",
+    "ssim",
+    "consistency",
+    "color_error",
+    "detail_ratio",
+    "seam_ratio",
+    "to_unit",
+    "rgb_to_y",
+]
 
 
 def to_unit(x: Tensor) -> Tensor:
@@ -188,3 +198,21 @@ def detail_ratio(sr: Tensor, hr: Tensor, cutoff: float = 0.25) -> Tensor:
     e_sr, e_hr = _high_frequency_energy(sr, cutoff), _high_frequency_energy(hr, cutoff)
     # E_hf(ŷ) / E_hf(y)
     return torch.where(e_hr > 0, e_sr / e_hr, torch.full_like(e_hr, float("nan")))
+
+
+def seam_ratio(y: Tensor, row_borders: list[int], col_borders: list[int]) -> float:
+    """How visible tile borders are: the mean |y[i+1] − y[i]| over the jumps i that cross a border (listed in
+    ``row_borders`` and ``col_borders``: i is the last row or column before it), over the same mean for every other
+    jump, rows and columns together. About 1 when a border looks like any other row; above 1 for a seam.
+    ``y`` is (…, H, W) in any range (see `sr3_edu.pipeline.TiledModel.borders`)."""
+    y = y.double()
+    dy, dx = (y[..., 1:, :] - y[..., :-1, :]).abs(), (y[..., :, 1:] - y[..., :, :-1]).abs()
+    rows = dy.mean(dim=tuple(d for d in range(dy.dim()) if d != dy.dim() - 2))  # (H − 1,) mean jump per row pair
+    cols = dx.mean(dim=tuple(range(dx.dim() - 1)))  # (W − 1,)
+    rmask, cmask = torch.zeros_like(rows, dtype=torch.bool), torch.zeros_like(cols, dtype=torch.bool)
+    rmask[list(row_borders)], cmask[list(col_borders)] = True, True
+    if not (rmask.any() or cmask.any()):
+        raise ValueError("no tile borders given: the image was refined in one piece")
+    at = torch.cat([rows[rmask], cols[cmask]]).mean()
+    elsewhere = torch.cat([rows[~rmask], cols[~cmask]]).mean()
+    return float(at / elsewhere)

@@ -103,6 +103,11 @@ class TiledModel:
         starts = [round(i * (size - side) / (n - 1) / self.unit) * self.unit for i in range(n - 1)]
         return side, [*starts, size - side]
 
+    def borders(self, size: int) -> list[int]:
+        """The rows (or columns) i, along a side of ``size``, where a tile ends after i or begins at i + 1."""
+        side, starts = self.layout(size)
+        return sorted({s - 1 for s in starts if s > 0} | {s + side - 1 for s in starts if s + side < size})
+
     def _weight(self, h: int, w: int, like: Tensor) -> Tensor:
         # A tent that is highest in the tile's middle: where tiles overlap, each one's centre counts most.
         def ramp(n: int) -> Tensor:

@@ -27,9 +27,10 @@ from .evaluate import (
     timed_scored_samples,
 )
 from .files import write_json
+from .flags import add_precision_argument
 from .images import upscale_bicubic
+from .inference import inference_options, inference_schedule, training_schedule
 from .schedule import NoiseSchedule
-from .upscale import add_precision_argument, inference_options, training_schedule
 
 __all__ = ["default_candidates", "search_schedules", "rank_schedules", "format_search", "add_arguments", "run"]
 
@@ -185,7 +186,6 @@ def rank_schedules(
 
 def _nfe(opts: dict, train_schedule: NoiseSchedule | None) -> int:
     """Network evaluations per image: the length of the chain actually run (a truncated one can be shorter)."""
-    from .upscale import inference_schedule
 
     return inference_schedule(
         opts["steps"],

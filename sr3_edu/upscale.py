@@ -1,24 +1,10 @@
 """Super-resolve images of any size with a trained model: pad, refine (Algorithm 2), crop back.
 
-The inference schedule. f_θ is conditioned on the continuous noise level γ, never on the step index, so it can be
-sampled with a chain other than the one it was trained on (SR3 §2.4: "flexibility in choosing number of diffusion
-steps, and the noise schedule during inference"). `inference_schedule` keeps n of the training schedule's γ_t,
-evenly spaced in t (`NoiseSchedule.respace`): a short chain through the same noise levels. Or, with
-``betas=(β_1, β_n)``, a fresh linear β schedule of n steps (`NoiseSchedule.linear`), the form the paper's inference
-schedules take. The paper capped inference at 100 steps and searched the schedule on held-out data;
-`sr3_edu.search.search_schedules` does that search here.
-
-Two ways to start the chain:
-
-* ``start="noise"`` — the paper's Algorithm 2: y_T ~ N(0, I), then all the way down.
-* ``start="bicubic"`` — **not the paper's sampler**: Chung et al. 2022, "Come-Closer-Diffuse-Faster". The
-  bicubic enlargement of x is already close to y_0, so the chain starts part-way, at the noise level γ_start:
-  y_S = √γ_S · bicubic(x) + √(1−γ_S) · ε over the schedule ``train.truncate(γ_start).respace(n)``. The n steps
-  then cover only the low-noise end, where the detail is made.
+Which chain runs (the options, their defaults, the schedule) is decided in `sr3_edu.inference`; the network's fast
+path, the tiles and the padding are `sr3_edu.pipeline`'s; this module puts images in and out around them.
 
 Sizes. The U-Net needs the sides of y_t divisible by ``model.multiple``; the low-resolution input is padded on the
-right and bottom by reflection, and the output cropped back to exactly (w·scale, h·scale).
-"""
+right and bottom by reflection, and the output cropped back to exactly (w·scale, h·scale)."""
 
 from __future__ import annotations
 
@@ -33,139 +19,17 @@ from PIL import Image
 from torch import Tensor
 
 from .checkpoint import load_model
-from .devices import PRECISIONS, resolve_device
-from .diffusion import SAMPLERS, RefinementStep, q_sample, sample
+from .devices import resolve_device
+from .diffusion import RefinementStep, q_sample, sample
 from .files import write_atomic
+from .flags import HelpFormatter, add_sampler_arguments, add_tile_argument, sampler_options
 from .images import IMAGE_SUFFIXES, load_rgb, to_image, to_tensor, upscale_bicubic
-from .pipeline import AUTO_OVERLAP, AUTO_TILE, FastNetwork, TiledModel, auto_tile, pad_like, pad_lr
+from .inference import as_arguments, describe, inference_options, inference_schedule, training_schedule
+from .pipeline import AUTO_OVERLAP, FastNetwork, TiledModel, auto_tile, pad_like, pad_lr
 from .regression import regress
 from .schedule import NoiseSchedule
 
-__all__ = [
-    "DEFAULT_INFERENCE",
-    "inference_options",
-    "as_arguments",
-    "describe",
-    "sampler_options",
-    "inference_schedule",
-    "training_schedule",
-    "super_resolve",
-    "TiledModel",
-    "write_image_atomic",
-    "add_sampler_arguments",
-    "add_tile_argument",
-    "add_precision_argument",
-    "add_arguments",
-    "run",
-]
-
-DEFAULT_INFERENCE: dict[str, Any] = {
-    "steps": 100,
-    "variance": "paper",
-    "start": "noise",
-    "gamma_start": 0.2,
-    "clip_y0": False,
-    "betas": None,
-    "sampler": "ddpm",
-    "eta": 0.0,
-}
-"""Used for any option that neither the caller nor the model file sets: the paper's 100-step budget, its σ_t² =
-1 − α_t, its start from pure noise and its unclipped update. γ_start only matters for ``start="bicubic"``;
-``clip_y0`` is the reference code's variant (ŷ_0 clipped to [−1, 1] in each step, see `sr3_edu.diffusion.sample`).
-``betas`` None respaces the training schedule; a pair (β_1, β_n) samples a linear β schedule of ``steps`` steps instead
-(from noise only). A caller's ``betas="off"`` respaces the training schedule whatever the model file stores; a
-caller's ``steps`` other than the file's stretches the file's linear schedule to that length (the same β_1 and the same
-first noise level γ_n, `NoiseSchedule.linear_to`), as β_n was chosen for the file's own number of steps.
-``sampler`` "ddpm" is Algorithm 2; "ddim" takes DDIM steps with noise η × the posterior σ (``variance`` unused)."""
-
-
-def inference_options(info: dict | None = None, **given: Any) -> dict[str, Any]:
-    """The sampler options in force: ``given`` (ignoring None) over the model file's ``info["inference"]``
-    over `DEFAULT_INFERENCE`."""
-    opts = dict(DEFAULT_INFERENCE)
-    opts.update({k: v for k, v in ((info or {}).get("inference") or {}).items() if k in DEFAULT_INFERENCE})
-    opts.update({k: v for k, v in given.items() if v is not None})
-    if given.get("betas") == "off" or (given.get("start") == "bicubic" and given.get("betas") is None):
-        opts["betas"] = None  # the training schedule respaced, over a model file's linear schedule
-    if opts["variance"] not in ("paper", "posterior"):
-        raise ValueError(f"variance must be 'paper' or 'posterior', got {opts['variance']!r}")
-    if opts["start"] not in ("noise", "bicubic"):
-        raise ValueError(f"start must be 'noise' or 'bicubic', got {opts['start']!r}")
-    if int(opts["steps"]) < 1:
-        raise ValueError(f"steps must be a positive number of refinement steps, got {opts['steps']}")
-    if opts["sampler"] not in SAMPLERS:
-        raise ValueError(f"sampler must be one of {', '.join(SAMPLERS)}, got {opts['sampler']!r}")
-    if not 0 <= float(opts["eta"]) <= 1:
-        raise ValueError(f"eta must be in [0, 1] (0: deterministic DDIM, 1: the ancestral chain), got {opts['eta']}")
-    opts["eta"] = float(opts["eta"])
-    if not 0 < float(opts["gamma_start"]) < 1:
-        raise ValueError(f"gamma_start is a noise level γ in (0, 1), got {opts['gamma_start']}")
-    opts["steps"], opts["gamma_start"], opts["clip_y0"] = (
-        int(opts["steps"]),
-        float(opts["gamma_start"]),
-        bool(opts["clip_y0"]),
-    )
-    if opts["betas"] is not None:
-        betas = tuple(float(b) for b in opts["betas"])
-        if len(betas) != 2 or not 0 < betas[0] <= betas[1] < 1:
-            raise ValueError(f"betas are (β_1, β_n) of a linear schedule with 0 < β_1 ≤ β_n < 1, got {opts['betas']}")
-        if opts["start"] != "noise":
-            raise ValueError("a linear β schedule (betas) runs from pure noise; it cannot start part-way (bicubic)")
-        stored = (info or {}).get("inference") or {}
-        n = int(stored.get("steps") or DEFAULT_INFERENCE["steps"])
-        if given.get("betas") is None and n != opts["steps"]:
-            # The model file's linear chain at another length: the same β_1 and the same first noise level γ_T.
-            gamma_T = NoiseSchedule.linear(n, *betas).gammas[-1].item()
-            betas = (betas[0], NoiseSchedule.linear_to(opts["steps"], gamma_T, start=betas[0]).betas[-1].item())
-        opts["betas"] = betas
-    return opts
-
-
-def as_arguments(opts: dict[str, Any]) -> dict[str, Any]:
-    """Options `inference_options` resolved, as `super_resolve`'s keyword arguments: passed on with the same ``info``
-    they resolve to themselves again (a respaced chain is said as ``betas="off"``, as None would mean "the file's")."""
-    return {**{k: opts[k] for k in DEFAULT_INFERENCE}, "betas": opts["betas"] or "off"}
-
-
-def describe(opts: dict[str, Any]) -> str:
-    """The sampler options in words, for the lines the commands print: e.g. "100 steps, variance=paper, start=noise"."""
-    sampler = f"DDIM η={opts['eta']:g}" if opts.get("sampler") == "ddim" else f"variance={opts['variance']}"
-    return (
-        f"{opts['steps']} steps, {sampler}, start={opts['start']}"
-        + (f" (γ_start={opts['gamma_start']})" if opts["start"] == "bicubic" else "")
-        + (f", linear β {opts['betas'][0]:g}→{opts['betas'][1]:g}" if opts.get("betas") else "")
-        + (", ŷ_0 clipped" if opts["clip_y0"] else "")
-    )
-
-
-def training_schedule(info: dict | None = None) -> NoiseSchedule:
-    """The schedule the model was trained with, as its model file records it (``info["inference"]["schedule"]``);
-    `NoiseSchedule.linear()` (T = 2000, β 1e-6 → 1e-2, the trainer's default) when the file does not say."""
-    spec = ((info or {}).get("inference") or {}).get("schedule")
-    return NoiseSchedule.from_dict(spec) if spec else NoiseSchedule.linear()
-
-
-def inference_schedule(
-    steps: int,
-    *,
-    start: str = "noise",
-    gamma_start: float = 0.2,
-    train_schedule: NoiseSchedule | None = None,
-    betas: tuple[float, float] | None = None,
-) -> NoiseSchedule:
-    """The chain to sample with: ``train.respace(steps)`` (from noise), ``train.truncate(γ_start).respace(steps)``
-    (the part-way bicubic start), or with ``betas`` = (β_1, β_n) the linear schedule ``NoiseSchedule.linear(steps,
-    β_1, β_n)`` (from noise). A respaced ``steps`` is capped at the number of training steps it can choose from."""
-    if betas is not None:
-        if start != "noise":
-            raise ValueError("a linear β schedule (betas) runs from pure noise; it cannot start part-way (bicubic)")
-        return NoiseSchedule.linear(int(steps), float(betas[0]), float(betas[1]))
-    train = train_schedule if train_schedule is not None else NoiseSchedule.linear()
-    if start == "bicubic":
-        train = train.truncate(gamma_start)
-    elif start != "noise":
-        raise ValueError(f"start must be 'noise' or 'bicubic', got {start!r}")
-    return train.respace(min(int(steps), train.T))
+__all__ = ["super_resolve", "write_image_atomic", "add_arguments", "run"]
 
 
 def _as_batch(x: Tensor | Image.Image | Sequence[Image.Image]) -> tuple[list[Tensor], str]:
@@ -378,160 +242,6 @@ def _input_files(path: Path) -> list[Path]:
 
 
 # ------------------------------------------------------------------------------------------------------ CLI
-
-
-class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Shows "(default: …)" only where it says something: not for None/False, nor where the help states it."""
-
-    def _get_help_string(self, action: argparse.Action) -> str:
-        text = action.help or ""
-        if action.default is None or action.default is False or "default" in text:
-            return text
-        return super()._get_help_string(action)
-
-
-def add_sampler_arguments(p: argparse.ArgumentParser, *, steps_default: str = "the model file's, else 100") -> None:
-    """Options shared by upscale, evaluate and demo: the inference schedule and where to run."""
-    p.add_argument(
-        "--steps",
-        type=int,
-        default=None,
-        help="refinement steps: the model file's chain at this length (the training schedule respaced, or its linear β "
-        f"schedule stretched to the same first noise level) (default: {steps_default})",
-    )
-    p.add_argument(
-        "--variance",
-        choices=("paper", "posterior"),
-        default=None,
-        help="noise added each step: 'paper' σ²=1−α_t (Algorithm 2) or 'posterior' σ²=(1−γ_{t−1})(1−α_t)/(1−γ_t) "
-        "(default: the model file's, else paper)",
-    )
-    p.add_argument(
-        "--start",
-        choices=("noise", "bicubic"),
-        default=None,
-        help="'noise': y_T ~ N(0, I), the paper's sampler; 'bicubic': start part-way from the noised bicubic image "
-        "at --gamma-start (Chung et al. 2022, not the paper's) (default: the model file's, else noise)",
-    )
-    p.add_argument(
-        "--gamma-start",
-        type=float,
-        default=None,
-        help="noise level γ where a --start bicubic chain begins, in (0, 1); lower = more noise "
-        "(default: the model file's, else 0.2)",
-    )
-    p.add_argument(
-        "--clip-y0",
-        choices=("on", "off"),
-        default=None,
-        help="'on': clip ŷ_0 to [−1, 1] inside each step (the reference code's variant, not the paper's) "
-        "(default: the model file's, else off)",
-    )
-    p.add_argument(
-        "--betas",
-        nargs="+",
-        type=_beta_or_off,
-        default=None,
-        metavar="B",
-        help="'B1 BN': sample a linear β schedule from β_1 = B1 to β_n = BN over --steps steps instead of the training "
-        "schedule respaced (from noise; e.g. --steps 100 --betas 1e-6 0.09 ends at γ = 0.01); 'off': the training "
-        "schedule respaced, whatever the model file says (default: the model file's, else the training schedule "
-        "respaced)",
-    )
-    p.add_argument(
-        "--sampler",
-        choices=SAMPLERS,
-        default=None,
-        help="'ddpm': Algorithm 2, the paper's sampler; 'ddim': DDIM steps (Song et al. 2021), which keep more quality "
-        "at few steps (default: the model file's, else ddpm)",
-    )
-    p.add_argument(
-        "--eta",
-        type=float,
-        default=None,
-        help="DDIM's noise, η × the posterior σ, in [0, 1]: 0 deterministic, 1 the ancestral chain with the "
-        "posterior variance (default: the model file's, else 0)",
-    )
-    add_precision_argument(p)
-    p.add_argument("--seed", type=int, default=0, help="random seed; with --batch-size it fixes the output")
-    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, mps, or auto (a GPU when there is one)")
-    p.add_argument("--batch-size", type=int, default=4, help="images refined together (more = faster on a GPU)")
-    p.add_argument(
-        "--compile",
-        action="store_true",
-        help="torch.compile each refinement step, U-Net and update together (a CUDA graph on a GPU): faster per "
-        "step after a first call that compiles for tens of seconds to minutes, so it pays on many steps or images",
-    )
-
-
-def add_precision_argument(p: argparse.ArgumentParser) -> None:
-    """``--precision``, shared by every command that runs the network."""
-    p.add_argument(
-        "--precision",
-        choices=PRECISIONS,
-        default="auto",
-        help="the network's arithmetic: 'auto' is this machine's fast path (channels_last, and bf16 where the CPU has "
-        "AVX512_BF16 or AMX or the GPU supports it); 'fp32' plain fp32, the same numbers on every machine; 'bf16' "
-        "forces bf16",
-    )
-
-
-def add_tile_argument(p: argparse.ArgumentParser) -> None:
-    """``--tile``, shared by upscale and evaluate."""
-    p.add_argument(
-        "--tile",
-        type=_tile,
-        default="auto",
-        help="refine in overlapping tiles of at most this many output pixels a side, blended at every step: bounded "
-        f"memory and no seams; 'auto' tiles images with a side over {AUTO_TILE} (the fastest tile on a CPU), 0 never",
-    )
-
-
-def _tile(text: str) -> int | str:
-    if text == "auto":
-        return text
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"a tile size is 'auto', 0 (no tiles) or a number of pixels; got {text!r}")
-    return value
-
-
-def sampler_options(args: argparse.Namespace) -> dict[str, Any]:
-    """The sampler options given on the command line (None where left to the model file)."""
-    clip = getattr(args, "clip_y0", None)
-    return {
-        "steps": args.steps,
-        "variance": args.variance,
-        "start": args.start,
-        "gamma_start": args.gamma_start,
-        "clip_y0": None if clip is None else clip == "on",
-        "betas": _betas_flag(getattr(args, "betas", None)),
-        "sampler": getattr(args, "sampler", None),
-        "eta": getattr(args, "eta", None),
-    }
-
-
-def _beta_or_off(text: str) -> float | str:
-    if text == "off":
-        return text
-    try:
-        return float(text)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(f"a β is a number in (0, 1), or 'off'; got {text!r}") from e
-
-
-def _betas_flag(values: list | None) -> tuple[float, float] | str | None:
-    """``--betas``: None (not given), "off" (respace the training schedule), or the pair (β_1, β_n)."""
-    if values is None:
-        return None
-    if values == ["off"]:
-        return "off"
-    if len(values) != 2 or "off" in values:
-        raise ValueError(f"--betas takes two numbers B1 BN, or 'off'; got {' '.join(map(str, values))}")
-    return (float(values[0]), float(values[1]))
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -13,22 +13,14 @@ from PIL import Image
 
 from sr3_edu.checkpoint import model_file, save_atomic
 from sr3_edu.cli import main
+from sr3_edu.flags import add_sampler_arguments, sampler_options
 from sr3_edu.images import upscale_bicubic
+from sr3_edu.inference import DEFAULT_INFERENCE, describe, inference_options, inference_schedule, training_schedule
+from sr3_edu.pipeline import TiledModel
 from sr3_edu.regression import regress
 from sr3_edu.schedule import NoiseSchedule
 from sr3_edu.unet import SR3UNet
-from sr3_edu.upscale import (
-    DEFAULT_INFERENCE,
-    TiledModel,
-    add_sampler_arguments,
-    describe,
-    inference_options,
-    inference_schedule,
-    sampler_options,
-    super_resolve,
-    training_schedule,
-    write_image_atomic,
-)
+from sr3_edu.upscale import super_resolve, write_image_atomic
 
 ROOT = Path(__file__).resolve().parents[1]
 
