@@ -120,8 +120,14 @@ class Trainer:
         self.raw = SR3UNet.from_config(unet_config).to(self.device, memory_format=self.memory_format)
         self.ema = copy.deepcopy(self.raw).eval().requires_grad_(False)
         self.raw.activation_checkpointing = bool(cfg.activation_checkpointing)  # the EMA never trains: it stays off
+        # The fused AdamW kernel (one pass over each tensor) on a GPU and on a CPU; on a 2-core CPU it measured 3× faster
+        # than the default per-tensor-list one (benchmarks/bench_cpu.py), where the optimizer took a quarter of the step.
         self.optimizer = torch.optim.AdamW(
-            self.raw.parameters(), lr=cfg.lr, betas=(0.9, 0.999), weight_decay=cfg.weight_decay, fused=cuda
+            self.raw.parameters(),
+            lr=cfg.lr,
+            betas=(0.9, 0.999),
+            weight_decay=cfg.weight_decay,
+            fused=self.device.type in ("cuda", "cpu"),
         )
         self.lr_schedule = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
         self.schedule = cfg.schedule()
