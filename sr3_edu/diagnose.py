@@ -74,7 +74,8 @@ def noise_estimate_errors(
 
 def paper_chain(model, lr: Tensor, info: dict, *, steps: int = 100, every: int = 10, seed: int = 0):
     """Algorithm 2 as the paper writes it: from pure noise, σ_t² = 1 − α_t, no clipping, ``steps`` steps of the
-    training schedule respaced. Returns the output and the `RefinementStep` kept every ``every`` steps."""
+    training schedule respaced. Returns the output and the `RefinementStep` kept every ``every`` steps. It runs in
+    plain fp32, like the rest of the diagnosis, so that its figures are the same on every machine."""
     return super_resolve(
         model,
         lr,
@@ -85,6 +86,7 @@ def paper_chain(model, lr: Tensor, info: dict, *, steps: int = 100, every: int =
         clip_y0=False,
         seed=seed,
         return_trajectory=every,
+        precision="fp32",
     )
 
 

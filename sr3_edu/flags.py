@@ -110,8 +110,8 @@ def add_precision_argument(p: argparse.ArgumentParser) -> None:
         choices=PRECISIONS,
         default="auto",
         help="the network's arithmetic: 'auto' is this machine's fast path (channels_last, and bf16 where the CPU has "
-        "AVX512_BF16 or AMX or the GPU supports it); 'fp32' plain fp32, the same numbers on every machine; 'bf16' "
-        "forces bf16",
+        "AVX512_BF16 or AMX or the GPU supports it); 'fp32' plain fp32 in the default layout, no bf16 rounding; "
+        "'bf16' forces bf16",
     )
 
 

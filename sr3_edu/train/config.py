@@ -111,7 +111,7 @@ class TrainConfig:
 
     "auto" takes CUDA, then MPS, then the CPU."""
     precision: str = "auto"
-    """"auto", "fp32" or "bf16": the arithmetic of the forward and backward passes.
+    """"auto" (bf16 where the hardware has it natively), "fp32" or "bf16": the passes' arithmetic.
 
     "auto" is the machine's fast path: bf16 autocast where the hardware multiplies bf16 natively (a CUDA GPU that
     supports it; a CPU with AMX or AVX512_BF16), fp32 elsewhere, with channels_last memory. "fp32" is plain fp32 in
