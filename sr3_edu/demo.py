@@ -24,9 +24,11 @@ import torch
 
 from .checkpoint import CheckpointError, load_model, shipped_model_path
 from .devices import resolve_device
-from .evaluate import evaluate, format_table, load_images
+from .evaluate import evaluate
 from .flags import HelpFormatter, add_precision_argument
+from .images import load_images
 from .inference import inference_options
+from .report import format_table
 
 __all__ = ["add_arguments", "run", "plot_comparison", "plot_refinement", "train_models"]
 

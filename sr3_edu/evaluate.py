@@ -19,10 +19,8 @@ The schedule search that picks a model's default sampler is `sr3_edu.search`.
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -35,8 +33,9 @@ from .devices import resolve_device, resolve_precision
 from .diffusion import model_device_dtype
 from .files import write_json
 from .flags import HelpFormatter, add_sampler_arguments, add_tile_argument, sampler_options
-from .images import IMAGE_SUFFIXES, downscale_pil, load_rgb, to_tensor, upscale_bicubic
-from .inference import as_arguments, describe, inference_options
+from .images import downscale_pil, load_images, to_tensor, upscale_bicubic
+from .inference import as_arguments, inference_options
+from .report import METHODS, format_table
 from .schedule import NoiseSchedule
 from .upscale import super_resolve
 
@@ -47,18 +46,14 @@ __all__ = [
     "tensor_pairs",
     "score",
     "evaluate",
-    "format_table",
     "size_groups",
     "timed_scored_samples",
-    "format_number",
-    "load_images",
     "check_scale",
     "add_common_arguments",
     "add_evaluate_arguments",
     "run_evaluate",
 ]
 
-METHODS = ("bicubic", "regression", "sr3", "sr3_mean")
 METRICS = ("psnr", "psnr_y", "ssim", "consistency", "color_error", "detail_ratio", "seconds_per_image")
 
 
@@ -346,71 +341,7 @@ def evaluate(
     return result
 
 
-_COLUMNS = [
-    ("psnr", "PSNR ↑", "{:.2f}"),
-    ("psnr_y", "PSNR-Y ↑", "{:.2f}"),
-    ("ssim", "SSIM ↑", "{:.3f}"),
-    ("consistency", "Consist. ↓", "{:.2f}"),
-    ("color_error", "Colour ↓", "{:.4f}"),
-    ("detail_ratio", "Detail →1", "{:.2f}"),
-    ("seconds_per_image", "s/image", "{:.2f}"),
-]
-
-
-def format_number(fmt: str, v: float | None) -> str:
-    """``fmt.format(v)``, or "n/a" for a missing or non-finite value (a table cell)."""
-    return "n/a" if v is None or (isinstance(v, float) and not math.isfinite(v)) else fmt.format(v)
-
-
-def format_table(result: dict[str, Any], per_image: bool = False) -> str:
-    """The methods as rows, the metrics as columns (means over images); ``per_image`` adds one block per photo."""
-    labels = {"bicubic": "bicubic", "regression": "regression", "sr3": "SR3 (a sample)", "sr3_mean": "SR3 mean of K"}
-
-    def block(methods: dict[str, dict[str, float]]) -> list[str]:
-        head = f"{'method':<16}" + "".join(f"{h:>12}" for _, h, _ in _COLUMNS)
-        lines = [head, "-" * len(head)]
-        for m in METHODS:
-            if m in methods:
-                lines.append(
-                    f"{labels[m]:<16}" + "".join(f"{format_number(f, methods[m].get(k)):>12}" for k, _, f in _COLUMNS)
-                )
-        return lines
-
-    cfg = result.get("config", {})
-    title = f"×{cfg.get('scale')}, {len(result['images'])} image(s), K={cfg.get('samples')} samples, {describe(cfg)}"
-    lines = [title, *block(result["methods"])]
-    if per_image:
-        for rec in result["images"]:
-            lines += ["", f"{rec['name']} ({rec['size'][0]}×{rec['size'][1]})", *block(rec["methods"])]
-    lines.append(
-        "Consistency: MSE(downscale(output), input) ×1e5 on [0, 1]. Colour: mean |per-channel mean − HR's| on [0, 1]. "
-        "Detail: high-frequency energy / HR's."
-    )
-    return "\n".join(lines)
-
-
 # ------------------------------------------------------------------------------------------------------ CLI
-
-
-def load_images(data: str, split: str = "val") -> dict[str, Image.Image]:
-    """``"builtin"`` → the built-in photos of ``split``; a folder → every image in it, by file name."""
-    if data == "builtin":
-        from .builtin import builtin_images
-
-        return builtin_images(split)
-    folder = Path(data)
-    if not folder.is_dir():
-        raise FileNotFoundError(f"--data {data}: not a folder (give a folder of images, or 'builtin')")
-    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-    if not files:
-        raise ValueError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {folder}")
-    images = {}
-    for f in files:
-        img, note = load_rgb(f)
-        if note:
-            print(note, file=sys.stderr)
-        images[f.stem] = img
-    return images
 
 
 def _load_regression(arg: str | None, device, scale: int):

@@ -20,19 +20,18 @@ from .evaluate import (
     METRICS,
     add_common_arguments,
     check_scale,
-    format_number,
-    load_images,
     size_groups,
     tensor_pairs,
     timed_scored_samples,
 )
 from .files import write_json
 from .flags import add_precision_argument
-from .images import upscale_bicubic
+from .images import load_images, upscale_bicubic
 from .inference import inference_options, inference_schedule, training_schedule
+from .report import format_search
 from .schedule import NoiseSchedule
 
-__all__ = ["default_candidates", "search_schedules", "rank_schedules", "format_search", "add_arguments", "run"]
+__all__ = ["default_candidates", "search_schedules", "rank_schedules", "add_arguments", "run"]
 
 
 def default_candidates(
@@ -194,32 +193,6 @@ def _nfe(opts: dict, train_schedule: NoiseSchedule | None) -> int:
         train_schedule=train_schedule,
         betas=opts.get("betas"),
     ).T
-
-
-def format_search(rows: list[dict[str, Any]]) -> str:
-    head = (
-        f"{'rank':>4} {'steps':>5} {'NFE':>5} {'sampler':>10} {'start':>14} {'chain':>17} {'clip':>4} "
-        f"{'PSNR':>7} {'PSNR-Y':>7} {'SSIM':>6} {'Consist.':>9} {'Colour':>7} {'Detail':>7} {'s/img':>7}  in band"
-    )
-    lines = [head, "-" * len(head)]
-    f = format_number
-    for r in rows:
-        start = "noise" if r["start"] == "noise" else f"bicubic@{r['gamma_start']:g}"
-        chain = f"linear β→{r['betas'][1]:.3g}" if r.get("betas") else "respaced"
-        sampler = f"DDIM η={r['eta']:g}" if r.get("sampler") == "ddim" else r["variance"]
-        lines.append(
-            f"{r['rank']:>4} {r['steps']:>5} {r['nfe']:>5} {sampler:>10} {start:>14} {chain:>17} "
-            f"{'on' if r.get('clip_y0') else 'off':>4} "
-            f"{f('{:.2f}', r['psnr']):>7} {f('{:.2f}', r.get('psnr_y')):>7} "
-            f"{f('{:.3f}', r['ssim']):>6} {f('{:.2f}', r['consistency']):>9} "
-            f"{f('{:.4f}', r.get('color_error')):>7} "
-            f"{f('{:.2f}', r['detail_ratio']):>7} {r['seconds_per_image']:>7.2f}  {'yes' if r['feasible'] else 'no'}"
-        )
-    if rows and "consistency_limit" in rows[0]:
-        lines.append(
-            f"in band: detail ratio in the band and consistency ≤ bicubic's {rows[0]['consistency_limit']:.2f}"
-        )
-    return "\n".join(lines)
 
 
 # ------------------------------------------------------------------------------------------------------ CLI

@@ -360,16 +360,19 @@ class SR3UNet(nn.Module):
         x_up = F.interpolate(x_lr, size=(H, W), mode="bicubic", align_corners=False)
         h = self.conv_in(torch.cat([x_up, y_t], dim=1))  # (B, base, H, W)
 
+        # Down: each stage keeps or halves the size, (B, base·m_l, H/2^l, W/2^l) at level l; every output is kept
+        # for the skip connection of the matching up stage.
         hs = [h]
         for blocks in self.down:
             h = self._run(blocks, h, emb)
             hs.append(h)
-        h = self._run(self.mid, h, emb)
+        h = self._run(self.mid, h, emb)  # (B, base·m_last, H/2^(L−1), W/2^(L−1)): the lowest level, with attention
+        # Up: a stage maps h ‖ its skip (their channels added) to its level's channels; an "up" block doubles H, W.
         for blocks in self.up:
             if isinstance(blocks[0], ResBlock) and blocks[0].resample == "up":
-                h = self._run(blocks, h, emb)
+                h = self._run(blocks, h, emb)  # (B, c, h, w) → (B, c, 2h, 2w)
             else:
-                h = self._run(blocks, torch.cat([h, hs.pop()], dim=1), emb)
+                h = self._run(blocks, torch.cat([h, hs.pop()], dim=1), emb)  # (B, c + c_skip, h, w) → (B, c_out, h, w)
         out = self.conv_out(F.silu(self.norm_out(h)))  # F: (B, C, H, W)
         return self._to_eps(out, x_up, y_t, gamma, emb)
 

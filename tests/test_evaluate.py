@@ -11,10 +11,11 @@ from PIL import Image
 
 from sr3_edu.checkpoint import model_file, save_atomic
 from sr3_edu.cli import main
-from sr3_edu.evaluate import METHODS, METRICS, evaluate, format_table, prepare_pair
+from sr3_edu.evaluate import METRICS, evaluate, prepare_pair
 from sr3_edu.images import downscale_pil
+from sr3_edu.report import METHODS, format_search, format_table
 from sr3_edu.schedule import NoiseSchedule
-from sr3_edu.search import default_candidates, format_search, rank_schedules, search_schedules
+from sr3_edu.search import default_candidates, rank_schedules, search_schedules
 from sr3_edu.unet import SR3UNet
 
 # β from 1e-3, so that the oracle's division by √(1−γ) stays exact enough in float32 (see test_upscale.py)
