@@ -34,7 +34,7 @@ from .diffusion import model_device_dtype
 from .files import write_json
 from .flags import HelpFormatter, add_sampler_arguments, add_tile_argument, sampler_options
 from .images import downscale_pil, load_images, to_tensor, upscale_bicubic
-from .inference import as_arguments, inference_options
+from .inference import SamplerOptions
 from .report import METHODS, format_table
 from .schedule import NoiseSchedule
 from .upscale import super_resolve
@@ -116,7 +116,7 @@ def _sr3_samples(
     model,
     lr: Tensor,
     samples: int,
-    opts: dict,
+    opts: SamplerOptions,
     *,
     scale: int,
     generator,
@@ -139,7 +139,7 @@ def _sr3_samples(
         info=info,
         scale=scale,
         objective="sr3",
-        **as_arguments(opts),
+        options=opts,
         generator=generator,
         batch_size=batch_size,
         progress=progress,
@@ -153,7 +153,7 @@ def _sr3_samples(
     return out.reshape(n, samples, *out.shape[1:]), steps
 
 
-def timed_scored_samples(model, lr: Tensor, hr: Tensor, samples: int, opts: dict, *, scale: int, **kw):
+def timed_scored_samples(model, lr: Tensor, hr: Tensor, samples: int, opts: SamplerOptions, *, scale: int, **kw):
     """`_sr3_samples` timed (device synchronised), and every sample scored against its photo: returns
     (samples (n, K, C, H, W), trajectory or None, seconds, {metric: (n·K,) scores})."""
     _sync(model)
@@ -218,7 +218,7 @@ def evaluate(
         raise ValueError("give the scale (or sr3_info from load_model, which stores it)")
     if regression_info and regression_info.get("scale") not in (None, scale):
         raise ValueError(f"the regression model is ×{regression_info['scale']} but SR3 is ×{scale}")
-    opts = inference_options(
+    opts = SamplerOptions.resolve(
         sr3_info,
         steps=steps,
         variance=variance,
@@ -328,7 +328,7 @@ def evaluate(
             "samples": samples,
             "seed": seed,
             "crop": crop,
-            **opts,
+            **opts.as_dict(),
             "precision": resolve_precision(precision, model_device_dtype(sr3_model)[0]),
             "sr3_checkpoint": (sr3_info or {}).get("path"),
             "regression_checkpoint": (regression_info or {}).get("path") if regression_model is not None else None,

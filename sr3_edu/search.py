@@ -27,7 +27,7 @@ from .evaluate import (
 from .files import write_json
 from .flags import add_precision_argument
 from .images import load_images, upscale_bicubic
-from .inference import inference_options, inference_schedule, training_schedule
+from .inference import SamplerOptions, training_schedule
 from .report import format_search
 from .schedule import NoiseSchedule
 
@@ -108,7 +108,7 @@ def search_schedules(
 
         cands = tqdm(candidates, desc="schedules", unit="schedule")
     for cand in cands:
-        opts = inference_options(None, **cand)
+        opts = SamplerOptions.resolve(None, **cand)
         generator = torch.Generator().manual_seed(int(seed))
         sums: dict[str, float] = dict.fromkeys(METRICS, 0.0)
         count = 0
@@ -134,15 +134,15 @@ def search_schedules(
             sums["seconds_per_image"] += elapsed
             count += ys.shape[0] * ys.shape[1]
         row = {
-            "steps": opts["steps"],
-            "variance": opts["variance"],
-            "start": opts["start"],
-            "gamma_start": opts["gamma_start"] if opts["start"] == "bicubic" else None,
-            "clip_y0": opts["clip_y0"],
-            "betas": list(opts["betas"]) if opts["betas"] else None,
-            "sampler": opts["sampler"],
-            "eta": opts["eta"] if opts["sampler"] == "ddim" else None,
-            "nfe": _nfe(opts, train_schedule if train_schedule is not None else training_schedule(info)),
+            "steps": opts.steps,
+            "variance": opts.variance,
+            "start": opts.start,
+            "gamma_start": opts.gamma_start if opts.start == "bicubic" else None,
+            "clip_y0": opts.clip_y0,
+            "betas": list(opts.betas) if opts.betas else None,
+            "sampler": opts.sampler,
+            "eta": opts.eta if opts.sampler == "ddim" else None,
+            "nfe": opts.schedule(train_schedule if train_schedule is not None else training_schedule(info)).T,
             **{k: v / count for k, v in sums.items()},
         }
         rows.append(row)
@@ -181,18 +181,6 @@ def rank_schedules(
     for i, row in enumerate(rows, 1):
         row["rank"] = i
     return rows
-
-
-def _nfe(opts: dict, train_schedule: NoiseSchedule | None) -> int:
-    """Network evaluations per image: the length of the chain actually run (a truncated one can be shorter)."""
-
-    return inference_schedule(
-        opts["steps"],
-        start=opts["start"],
-        gamma_start=opts["gamma_start"],
-        train_schedule=train_schedule,
-        betas=opts.get("betas"),
-    ).T
 
 
 # ------------------------------------------------------------------------------------------------------ CLI

@@ -24,7 +24,7 @@ from .diffusion import RefinementStep, q_sample, sample
 from .files import write_atomic
 from .flags import HelpFormatter, add_sampler_arguments, add_tile_argument, sampler_options
 from .images import IMAGE_SUFFIXES, load_rgb, to_image, to_tensor, upscale_bicubic
-from .inference import as_arguments, describe, inference_options, inference_schedule, training_schedule
+from .inference import SamplerOptions, training_schedule
 from .pipeline import AUTO_OVERLAP, FastNetwork, TiledModel, auto_tile, pad_like, pad_lr
 from .regression import regress
 from .schedule import NoiseSchedule
@@ -60,6 +60,7 @@ def super_resolve(
     betas: tuple[float, float] | str | None = None,
     sampler: str | None = None,
     eta: float | None = None,
+    options: SamplerOptions | None = None,
     generator: torch.Generator | None = None,
     seed: int | None = None,
     batch_size: int = 8,
@@ -85,7 +86,8 @@ def super_resolve(
     inside every step (the reference code's variant, not the paper's). ``betas`` = (β_1, β_n) samples a linear β
     schedule of ``steps`` steps instead of the training schedule respaced; ``"off"`` respaces it whatever ``info``
     says (see `inference_options`). ``sampler="ddim"`` takes DDIM steps with noise ``eta`` × the posterior σ
-    (`sr3_edu.diffusion.ddim_step`). ``seed`` (or ``generator``)
+    (`sr3_edu.diffusion.ddim_step`). ``options``, a `SamplerOptions` already resolved, replaces those eight keywords
+    (give one or the other). ``seed`` (or ``generator``)
     together with ``batch_size`` fixes every random draw (with a given ``precision``: bf16 and fp32 chains differ in
     the last bits, so their samples differ slightly). ``tile`` bounds memory: "auto" refines images with a side over
     `sr3_edu.pipeline.AUTO_TILE` in tiles of that size, a number in tiles of that size, None or 0 whole (see
@@ -105,18 +107,12 @@ def super_resolve(
     scale = int(scale or info.get("scale") or 0)
     if scale < 1:
         raise ValueError("give the scale (the model file stores it; pass info=… or scale=…)")
-    opts = inference_options(
-        info,
-        steps=steps,
-        variance=variance,
-        start=start,
-        gamma_start=gamma_start,
-        clip_y0=clip_y0,
-        betas=betas,
-        sampler=sampler,
-        eta=eta,
-    )
-    if y_T is not None and opts["start"] == "bicubic":
+    given = {"steps": steps, "variance": variance, "start": start, "gamma_start": gamma_start, "clip_y0": clip_y0}
+    given.update(betas=betas, sampler=sampler, eta=eta)
+    if options is not None and any(v is not None for v in given.values()):
+        raise ValueError("give the sampler options either as options=SamplerOptions(…) or as keywords, not both")
+    opts = options if options is not None else SamplerOptions.resolve(info, **given)
+    if y_T is not None and opts.start == "bicubic":
         raise ValueError("start='bicubic' makes its own y_T from the bicubic image; pass y_T only with start='noise'")
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
@@ -124,13 +120,7 @@ def super_resolve(
         generator = torch.Generator().manual_seed(int(seed))
     if train_schedule is None:
         train_schedule = training_schedule(info)
-    schedule = inference_schedule(
-        opts["steps"],
-        start=opts["start"],
-        gamma_start=opts["gamma_start"],
-        train_schedule=train_schedule,
-        betas=opts["betas"],
-    )
+    schedule = opts.schedule(train_schedule)
     multiple = getattr(model, "multiple", 1)
     fast = FastNetwork(model, precision, channels_last=precision != "fp32")
     batches, kind = _as_batch(x_lr)
@@ -157,7 +147,7 @@ def super_resolve(
             start_y = None
             if y_T is not None:
                 start_y = pad_like(y_T[offset : offset + chunk.shape[0]], h * scale, w * scale, x.shape, scale)
-            elif opts["start"] == "bicubic":
+            elif opts.start == "bicubic":
                 up = upscale_bicubic(x, scale).clamp(-1, 1)
                 eps = torch.randn(up.shape, generator=generator, device=generator.device if generator else "cpu")
                 # y_S = √γ_S · bicubic(x) + √(1−γ_S) · ε   (the chain's first noise level γ_S ≈ γ_start)
@@ -167,15 +157,15 @@ def super_resolve(
                 x,
                 schedule,
                 scale=scale,
-                variance=opts["variance"],
+                variance=opts.variance,
                 generator=generator,
                 progress=progress,
                 y_T=start_y,
                 return_trajectory=return_trajectory,
-                clip_y0=opts["clip_y0"],
+                clip_y0=opts.clip_y0,
                 compile=compile,
-                sampler=opts["sampler"],
-                eta=opts["eta"],
+                sampler=opts.sampler,
+                eta=opts.eta,
             )
             y, traj = result if return_trajectory else (result, None)
         offset += chunk.shape[0]
@@ -299,11 +289,11 @@ def run(args: argparse.Namespace) -> int:
 
     model, info = load_model(args.checkpoint, device=resolve_device(args.device), objective="sr3")
     scale = info["scale"]
-    opts = inference_options(info, **sampler_options(args))
+    opts = SamplerOptions.resolve(info, **sampler_options(args))
     what = (
         "regression"
         if info["objective"] == "regression"
-        else f"SR3 ({info.get('parametrisation', 'eps')}-parametrised f_θ), {describe(opts)}"
+        else f"SR3 ({info.get('parametrisation', 'eps')}-parametrised f_θ), {opts.describe()}"
     )
     print(f"{info['path']}: ×{scale} {what}", file=sys.stderr)
 
@@ -319,7 +309,7 @@ def run(args: argparse.Namespace) -> int:
             model,
             img,
             info=info,
-            **as_arguments(opts),
+            options=opts,
             generator=generator,
             batch_size=args.batch_size,
             progress=progress,

@@ -1,6 +1,7 @@
 """super_resolve and the `upscale` command: schedules, padding, exact output sizes, bad input."""
 
 import argparse
+import dataclasses
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +16,14 @@ from sr3_edu.checkpoint import model_file, save_atomic
 from sr3_edu.cli import main
 from sr3_edu.flags import add_sampler_arguments, sampler_options
 from sr3_edu.images import upscale_bicubic
-from sr3_edu.inference import DEFAULT_INFERENCE, describe, inference_options, inference_schedule, training_schedule
+from sr3_edu.inference import (
+    DEFAULT_INFERENCE,
+    SamplerOptions,
+    describe,
+    inference_options,
+    inference_schedule,
+    training_schedule,
+)
 from sr3_edu.pipeline import TiledModel
 from sr3_edu.regression import regress
 from sr3_edu.schedule import NoiseSchedule
@@ -258,6 +266,26 @@ def test_tiles_cover_the_image_with_overlap():
     assert (side, len(starts), starts[-1]) == (232, 5, 1024 - 232)
     assert all(32 <= a + side - b for a, b in zip(starts, starts[1:]))
     assert wide.layout(256) == (256, [0])
+
+
+def test_sampler_options_are_frozen_validated_once_and_passed_on_as_they_are():
+    opts = SamplerOptions.resolve({"inference": {"steps": 12, "variance": "posterior"}}, steps=None, start="noise")
+    assert (opts.steps, opts.variance, opts.start) == (12, "posterior", "noise")  # None leaves the file's value
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        opts.steps = 3
+    with pytest.raises(ValueError, match="variance"):
+        SamplerOptions(variance="ddim")
+    with pytest.raises(TypeError, match="unknown sampler option 'step'"):
+        SamplerOptions.resolve(None, step=3)
+    assert SamplerOptions(steps="7", eta=1).steps == 7 and isinstance(SamplerOptions(eta=1).eta, float)
+    assert inference_options() == DEFAULT_INFERENCE == SamplerOptions().as_dict()
+    x = lr_batch(h=5, w=6)
+    by_keywords = super_resolve(BicubicOracle(), x, scale=4, steps=3, variance="posterior", seed=1)
+    chosen = SamplerOptions(steps=3, variance="posterior")
+    by_options = super_resolve(BicubicOracle(), x, scale=4, options=chosen, seed=1)
+    torch.testing.assert_close(by_options, by_keywords, atol=0, rtol=0)
+    with pytest.raises(ValueError, match="not both"):
+        super_resolve(BicubicOracle(), x, scale=4, options=SamplerOptions(), steps=3)
 
 
 def test_write_image_atomic_refuses_an_unknown_suffix_and_leaves_nothing(tmp_path):
