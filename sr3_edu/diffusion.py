@@ -13,6 +13,7 @@ from typing import Literal, Protocol
 import torch
 from torch import Tensor
 
+from . import compiled
 from .schedule import NoiseSchedule
 
 __all__ = [
@@ -240,18 +241,6 @@ def ddim_step(
 SAMPLERS = ("ddpm", "ddim")
 """``"ddpm"``: Algorithm 2 (`refine_step`); ``"ddim"``: `ddim_step`."""
 
-_COMPILED_STEPS: dict[tuple[str, str], object] = {}
-
-
-def _compiled_step(step, device: torch.device):
-    """``step`` under `torch.compile`, one per (step, device type). On CUDA the mode is "reduce-overhead", which
-    records the step as a CUDA graph and replays it: one launch per step and no host synchronisation."""
-    mode = "reduce-overhead" if device.type == "cuda" else None
-    key = (step.__name__, device.type)
-    if key not in _COMPILED_STEPS:
-        _COMPILED_STEPS[key] = torch.compile(step, mode=mode, dynamic=False)
-    return _COMPILED_STEPS[key]
-
 
 @torch.inference_mode()
 def sample(
@@ -318,7 +307,7 @@ def sample(
     y = _randn(shape, generator, device, dtype) if y_T is None else y_T.to(device, dtype).clone()
     noise_generator = generator
     if compile:
-        step = _compiled_step(step, device)
+        step = compiled.compiled_step(step, device)
         if generator is not None and generator.device != device:
             # Noise drawn where the model runs (no host work per step), from a seed taken from ``generator``.
             seed = int(torch.randint(2**62, (1,), generator=generator, device=generator.device))

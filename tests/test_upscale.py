@@ -448,7 +448,7 @@ def test_ddim_reaches_the_sampler_from_the_command_and_a_bad_eta_is_refused(tmp_
 def test_compile_flag_reaches_the_sampler_from_upscale_and_evaluate(tmp_path, monkeypatch, capsys):
     """--compile routes every refinement step through the compiled step (replaced here by a counting spy, so the
     test needs no compiler); without it the eager step runs."""
-    import sr3_edu.diffusion as diffusion
+    import sr3_edu.compiled as compiled
 
     calls = []
 
@@ -459,7 +459,7 @@ def test_compile_flag_reaches_the_sampler_from_upscale_and_evaluate(tmp_path, mo
 
         return spy
 
-    monkeypatch.setattr(diffusion, "_compiled_step", fake_compiled)
+    monkeypatch.setattr(compiled, "compiled_step", fake_compiled)
     ckpt = write_model(tmp_path / "model.pt")
     src = random_image(tmp_path / "in.png", 8, 8)
     args = ["upscale", "--checkpoint", str(ckpt), "--input", str(src), "--steps", "3", "--no-progress"]
