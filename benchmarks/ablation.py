@@ -31,7 +31,8 @@ import torch  # noqa: E402
 from sr3_edu.checkpoint import load_model  # noqa: E402
 from sr3_edu.diagnose import noise_estimate_errors, paper_chain  # noqa: E402
 from sr3_edu.evaluate import score, tensor_pairs  # noqa: E402
-from sr3_edu.images import load_images, upscale_bicubic  # noqa: E402
+from sr3_edu.folders import load_images  # noqa: E402
+from sr3_edu.images import upscale_bicubic  # noqa: E402
 
 GAMMAS = (1e-4, 1e-3, 1e-2, 0.1, 0.5)
 RUNS = {

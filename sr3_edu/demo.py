@@ -26,7 +26,7 @@ from .checkpoint import CheckpointError, load_model, shipped_model_path
 from .devices import resolve_device
 from .evaluate import evaluate
 from .flags import HelpFormatter, add_precision_argument
-from .images import load_images
+from .folders import load_images
 from .inference import inference_options
 from .report import format_table
 

@@ -24,7 +24,7 @@ from .devices import resolve_device
 from .diffusion import model_device_dtype, q_sample
 from .evaluate import tensor_pairs
 from .flags import HelpFormatter
-from .images import load_images
+from .folders import load_images
 from .upscale import super_resolve
 
 __all__ = ["noise_estimate_errors", "paper_chain", "chain_drift", "add_arguments", "run"]

@@ -33,7 +33,8 @@ from .devices import resolve_device, resolve_precision
 from .diffusion import model_device_dtype
 from .files import write_json
 from .flags import HelpFormatter, add_sampler_arguments, add_tile_argument, sampler_options
-from .images import downscale_pil, load_images, to_tensor, upscale_bicubic
+from .folders import load_images
+from .images import downscale_pil, to_tensor, upscale_bicubic
 from .inference import SamplerOptions
 from .report import METHODS, format_table
 from .schedule import NoiseSchedule

@@ -6,7 +6,6 @@ as in the paper (§4 Datasets): "bicubic interpolation with anti-aliasing enable
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +19,6 @@ __all__ = [
     "to_image",
     "to_uint8",
     "load_rgb",
-    "load_images",
     "downscale_pil",
     "downscale",
     "upscale_bicubic",
@@ -112,24 +110,3 @@ def upscale_bicubic(x: Tensor, scale: int | None = None, size: tuple[int, int] |
             raise ValueError("give scale or size")
         size = (x.shape[-2] * scale, x.shape[-1] * scale)
     return F.interpolate(x, size=size, mode="bicubic", align_corners=False)
-
-
-def load_images(data: str, split: str = "val") -> dict[str, Image.Image]:
-    """``"builtin"`` → the built-in photos of ``split``; a folder → every image in it, by file name."""
-    if data == "builtin":
-        from .builtin import builtin_images
-
-        return builtin_images(split)
-    folder = Path(data)
-    if not folder.is_dir():
-        raise FileNotFoundError(f"--data {data}: not a folder (give a folder of images, or 'builtin')")
-    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-    if not files:
-        raise ValueError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {folder}")
-    images = {}
-    for f in files:
-        img, note = load_rgb(f)
-        if note:
-            print(note, file=sys.stderr)
-        images[f.stem] = img
-    return images

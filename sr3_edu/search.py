@@ -26,7 +26,8 @@ from .evaluate import (
 )
 from .files import write_json
 from .flags import add_precision_argument
-from .images import load_images, upscale_bicubic
+from .folders import load_images
+from .images import upscale_bicubic
 from .inference import SamplerOptions, training_schedule
 from .report import format_search
 from .schedule import NoiseSchedule
