@@ -35,7 +35,7 @@ from sr3_edu.builtin import builtin_images  # noqa: E402
 from sr3_edu.checkpoint import load_model  # noqa: E402
 from sr3_edu.devices import resolve_precision  # noqa: E402
 from sr3_edu.metrics import seam_ratio  # noqa: E402
-from sr3_edu.pipeline import AUTO_OVERLAP, AUTO_TILE, TiledModel, auto_tile  # noqa: E402
+from sr3_edu.pipeline import AUTO_OVERLAP, AUTO_TILE, tiled  # noqa: E402
 
 CASES = {
     "default": [],
@@ -78,10 +78,9 @@ def seams(img: Image.Image, scale: int, multiple: int) -> float | None:
     """`sr3_edu.metrics.seam_ratio` across the borders of the auto tiles ``upscale`` used on ``img``."""
     y = torch.from_numpy(np.asarray(img, dtype=np.float32)).permute(2, 0, 1)
     H, W = y.shape[-2:]
-    side = auto_tile("auto", H, W)
-    if side is None:
+    tiles = tiled(_Multiple(multiple), "auto", scale, H, W)
+    if tiles is None:
         return None
-    tiles = TiledModel(_Multiple(multiple), side, scale, overlap=AUTO_OVERLAP)
     return seam_ratio(y, tiles.borders(H), tiles.borders(W))
 
 

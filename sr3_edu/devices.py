@@ -3,6 +3,8 @@ demo), and of ``--precision``, the arithmetic the machine is fastest at."""
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 __all__ = ["resolve_device", "PRECISIONS", "cpu_features", "native_bf16", "resolve_precision"]
@@ -47,8 +49,9 @@ PRECISIONS = ("auto", "fp32", "bf16")
 CPU_FEATURES = {"AVX2": ("avx2",), "AVX-512": ("avx512f",), "AVX512_BF16": ("avx512_bf16",), "AMX-BF16": ("amx_bf16",)}
 
 
+@functools.cache
 def cpu_features() -> dict[str, bool] | None:
-    """Which of `CPU_FEATURES` this CPU has, from /proc/cpuinfo; None where it cannot be read (off Linux)."""
+    """Which of `CPU_FEATURES` this CPU has, from /proc/cpuinfo (read once); None where it cannot be read."""
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:

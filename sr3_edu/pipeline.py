@@ -23,8 +23,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .devices import resolve_precision
+from .diffusion import model_device_dtype
 
-__all__ = ["FastNetwork", "TiledModel", "AUTO_TILE", "auto_tile", "pad_lr", "pad_like"]
+__all__ = ["FastNetwork", "TiledModel", "AUTO_TILE", "AUTO_OVERLAP", "tiled", "auto_tile", "pad_lr", "pad_like"]
 
 AUTO_TILE = 256
 """The tile side (output pixels) ``tile="auto"`` uses for images larger than it: on a CPU the tiny U-Net's time per
@@ -38,11 +39,14 @@ more. Blending every step makes the tiles agree on one y_t, so a narrow overlap 
 
 class FastNetwork:
     """f_θ in ``precision`` ("fp32", "bf16" or "auto": bf16 where `sr3_edu.devices.native_bf16`) and, with
-    ``channels_last``, NHWC memory (faster convolutions in oneDNN and cuDNN). ε̂ is returned in fp32, contiguous."""
+    ``channels_last``, NHWC memory (faster convolutions in oneDNN and cuDNN; by default on unless ``precision`` is
+    "fp32", which is plain fp32 in the default layout). ε̂ is returned in fp32, contiguous."""
 
-    def __init__(self, model, precision: str = "auto", channels_last: bool = True):
+    def __init__(self, model, precision: str = "auto", channels_last: bool | None = None):
+        if channels_last is None:
+            channels_last = precision != "fp32"
         self.model = model
-        device = _device_of(model)
+        device = model_device_dtype(model)[0]
         self.device_type = device.type
         self.precision = resolve_precision(precision, device)
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
@@ -63,13 +67,6 @@ class FastNetwork:
         return eps.float().contiguous()
 
 
-def _device_of(model) -> torch.device:
-    try:
-        return next(model.parameters()).device
-    except (AttributeError, StopIteration):
-        return torch.device("cpu")
-
-
 class TiledModel:
     """f_θ evaluated on overlapping tiles of y_t, the ε̂ of the tiles blended with smooth weights.
 
@@ -83,7 +80,7 @@ class TiledModel:
 
     def __init__(self, model, tile: int, scale: int, overlap: int | None = None, batch: int | None = None):
         self.model, self.scale = model, scale
-        self.batch = max(1, int(batch)) if batch else (1 if _device_of(model).type == "cpu" else 8)
+        self.batch = max(1, int(batch)) if batch else (1 if model_device_dtype(model)[0].type == "cpu" else 8)
         self.multiple = getattr(model, "multiple", 1)
         self.unit = math.lcm(scale, self.multiple)
         self.tile = max(self.unit, tile // self.unit * self.unit)
@@ -136,6 +133,15 @@ class TiledModel:
                 out[..., t : t + h, c : c + w] += eps[j * B : (j + 1) * B] * wgt
                 total[t : t + h, c : c + w] += wgt
         return out / total
+
+
+def tiled(model, tile: int | str | None, scale: int, H: int, W: int) -> TiledModel | None:
+    """The `TiledModel` that refines an output of H × W for ``tile`` (see `auto_tile`), or None for one piece:
+    ``"auto"`` tiles with the least overlap `AUTO_OVERLAP`, a given tile size with a quarter of it."""
+    side = auto_tile(tile, H, W)
+    if side is None:
+        return None
+    return TiledModel(model, side, scale, overlap=AUTO_OVERLAP if tile == "auto" else None)
 
 
 def auto_tile(tile: int | str | None, H: int, W: int) -> int | None:

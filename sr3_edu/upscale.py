@@ -25,7 +25,7 @@ from .files import write_atomic
 from .flags import HelpFormatter, add_sampler_arguments, add_tile_argument, sampler_options
 from .images import IMAGE_SUFFIXES, load_rgb, to_image, to_tensor, upscale_bicubic
 from .inference import SamplerOptions, training_schedule
-from .pipeline import AUTO_OVERLAP, FastNetwork, TiledModel, auto_tile, pad_like, pad_lr
+from .pipeline import FastNetwork, pad_like, pad_lr, tiled
 from .regression import regress
 from .schedule import NoiseSchedule
 
@@ -122,7 +122,7 @@ def super_resolve(
         train_schedule = training_schedule(info)
     schedule = opts.schedule(train_schedule)
     multiple = getattr(model, "multiple", 1)
-    fast = FastNetwork(model, precision, channels_last=precision != "fp32")
+    fast = FastNetwork(model, precision)
     batches, kind = _as_batch(x_lr)
     if return_trajectory and kind not in ("tensor", "tensor3"):
         raise ValueError("return_trajectory needs a tensor input")
@@ -139,8 +139,7 @@ def super_resolve(
     offset = 0
     for i, chunk in chunks:
         x, h, w = pad_lr(chunk.float(), scale, multiple)
-        side = auto_tile(tile, x.shape[-2] * scale, x.shape[-1] * scale)
-        net = TiledModel(fast, side, scale, overlap=None if tile != "auto" else AUTO_OVERLAP) if side else fast
+        net = tiled(fast, tile, scale, x.shape[-2] * scale, x.shape[-1] * scale) or fast
         if objective == "regression":
             y, traj = regress(net, x, scale=scale), None
         else:

@@ -8,7 +8,7 @@ from sr3_edu.checkpoint import load_model
 from sr3_edu.devices import native_bf16, resolve_precision
 from sr3_edu.evaluate import tensor_pairs
 from sr3_edu.metrics import seam_ratio
-from sr3_edu.pipeline import AUTO_TILE, FastNetwork, TiledModel, auto_tile
+from sr3_edu.pipeline import AUTO_TILE, FastNetwork, auto_tile, tiled
 from sr3_edu.upscale import super_resolve
 
 SEAM_TOLERANCE = 1.1
@@ -59,7 +59,7 @@ def test_tiles_leave_no_seams_where_tiles_pasted_at_the_end_do(shipped, photo_lr
     model, info = shipped
     kw = {"info": info, "sampler": "ddim", "eta": 0.0, "steps": 4, "seed": 0, "precision": "fp32"}
     y = super_resolve(model, photo_lr, tile=96, **kw)
-    tiles = TiledModel(model, 96, 4)  # the layout super_resolve used
+    tiles = tiled(model, 96, 4, 256, 256)  # the tiles super_resolve used
     side, starts = tiles.layout(256)
     assert len(starts) > 1
     borders = tiles.borders(256)
