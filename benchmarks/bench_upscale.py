@@ -35,7 +35,7 @@ from sr3_edu.builtin import builtin_images  # noqa: E402
 from sr3_edu.checkpoint import load_model  # noqa: E402
 from sr3_edu.devices import resolve_precision  # noqa: E402
 from sr3_edu.metrics import seam_ratio  # noqa: E402
-from sr3_edu.pipeline import AUTO_OVERLAP, AUTO_TILE, tiled  # noqa: E402
+from sr3_edu.pipeline import AUTO_OVERLAP, AUTO_TILE, FastNetwork, tiled  # noqa: E402
 
 CASES = {
     "default": [],
@@ -94,6 +94,18 @@ class _Multiple:
         return iter(())
 
 
+def tile_costs(model, sides: list[int], repeats: int = 3) -> dict[int, float]:
+    """Microseconds per output pixel of one network evaluation on a tile of each side, on the default fast path
+    (`FastNetwork`), timed in alternating turns in this process: the measure behind `AUTO_TILE`."""
+    net = FastNetwork(model)
+    gamma = torch.full((1,), 0.5)
+    inputs = {s: (torch.rand(1, 3, s // 4, s // 4) * 2 - 1, torch.randn(1, 3, s, s), gamma) for s in sides}
+    fns = {s: (lambda a=a: net(*a)) for s, a in inputs.items()}
+    with torch.inference_mode():
+        timings = common.alternate(fns, warmup=1, repeats=repeats)
+    return {s: common.median(timings[s][0]) / (s * s) * 1e6 for s in sides}
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--cases", default=",".join(CASES), help=f"256 → 1024 cases, comma-separated: {', '.join(CASES)}")
@@ -102,6 +114,9 @@ def main() -> int:
         type=int,
         default=3,
         help="steps of the 1024 → 4096 run (0: skip it); its full-run time is projected from its s/step",
+    )
+    p.add_argument(
+        "--tile-sides", default="128,192,256,320,512", help="tile sides to time one network call on ('' to skip)"
     )
     p.add_argument("--json", default=None, help="also write the rows to this JSON file")
     args = p.parse_args()
@@ -114,6 +129,12 @@ def main() -> int:
     fast = resolve_precision("auto", torch.device("cpu"))
     print(f"CPU: {common.cpu_name()}; {common.cpu_flags()}; {os.cpu_count()} cores; torch {torch.__version__}; "
           f"--precision auto = {fast}; auto tiles ≤ {AUTO_TILE}² with ≥ {AUTO_OVERLAP} px overlap")  # fmt: skip
+    sides = [int(s) for s in args.tile_sides.split(",") if s.strip()]
+    costs = tile_costs(model, sides) if sides else {}
+    if costs:
+        print("\none network call per tile (µs per output pixel, median of 3, in turns):")
+        cells = [f"{v:.2f}" for v in costs.values()]
+        print(common.markdown_table(["tile side", *map(str, costs)], [["µs/pixel", *cells]]))
     busy, before = common.OthersMeter(), os.times()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -129,7 +150,8 @@ def main() -> int:
             r["case"], r["input"] = name, f"{Image.open(inp).width}² → {4 * Image.open(inp).width}²"
             r["steps"] = steps_of(flags, info)
             if r["rc"] == 0:
-                r["seam_ratio"] = seams(Image.open(out).convert("RGB"), info["scale"], model.multiple)
+                if "--tile" not in flags:  # the borders of the auto tiles; a run in one piece has none
+                    r["seam_ratio"] = seams(Image.open(out).convert("RGB"), info["scale"], model.multiple)
                 if name == "16 MP":
                     # the whole-run time at the model's own number of steps, from the seconds per step measured here
                     full = int(info["inference"]["steps"])
@@ -157,8 +179,9 @@ def main() -> int:
         print(f"\nother processes kept {cores:.2f} cores busy on average while this ran")
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps({"machine": {"cpu": common.cpu_name(), "flags": common.cpu_flags(),
-                                   "precision_auto": fast}, "rows": rows}, indent=1))  # fmt: skip
+        machine = {"cpu": common.cpu_name(), "flags": common.cpu_flags(), "precision_auto": fast}
+        out = {"machine": machine, "rows": rows, "tile_us_per_pixel": costs}
+        Path(args.json).write_text(json.dumps(out, indent=1))
     return 1 if any(r["rc"] for r in rows) else 0
 
 

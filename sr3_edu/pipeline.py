@@ -28,9 +28,10 @@ from .diffusion import model_device_dtype
 __all__ = ["FastNetwork", "TiledModel", "AUTO_TILE", "AUTO_OVERLAP", "tiled", "auto_tile", "pad_lr", "pad_like"]
 
 AUTO_TILE = 256
-"""The tile side (output pixels) ``tile="auto"`` uses for images larger than it: on a CPU the tiny U-Net's time per
-pixel is flat up to about 256² and doubles by 512² (self-attention at 1/8 scale), and 256² tiles keep a step's memory
-near 0.2 GB (fp32) whatever the image size. See ``benchmarks/bench_upscale.py``."""
+"""The tile side (output pixels) ``tile="auto"`` uses for images larger than it: on a 2-core CPU one call of the
+tiny U-Net cost the least per pixel at 256² (1.5 µs, against 1.9 at 128² and 2.7 at 512², where its self-attention
+at 1/8 scale grows with the square of the area; ``benchmarks/bench_upscale.py`` times it), and a tile bounds a step's
+memory whatever the image size."""
 
 AUTO_OVERLAP = 32
 """The least overlap of neighbouring auto tiles (output pixels); the tiles are then spread evenly, so most overlap
