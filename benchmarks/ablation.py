@@ -30,9 +30,10 @@ import torch  # noqa: E402
 
 from sr3_edu.checkpoint import load_model  # noqa: E402
 from sr3_edu.diagnose import noise_estimate_errors, paper_chain  # noqa: E402
-from sr3_edu.evaluate import score, tensor_pairs  # noqa: E402
+from sr3_edu.evaluate import score  # noqa: E402
 from sr3_edu.folders import load_images  # noqa: E402
 from sr3_edu.images import upscale_bicubic  # noqa: E402
+from sr3_edu.protocol import tensor_pairs  # noqa: E402
 
 GAMMAS = (1e-4, 1e-3, 1e-2, 0.1, 0.5)
 RUNS = {
@@ -53,11 +54,11 @@ def _checkpoint(path: str) -> Path:
 @torch.inference_mode()
 def measure(model, info, hr: torch.Tensor, lr: torch.Tensor, *, steps: int, seeds: int) -> dict:
     """Diagnosis and pure-noise quality of one model on the photos (hr, lr): one dict of numbers."""
-    errors = noise_estimate_errors(model, hr, lr, GAMMAS, repeats=4, seed=0)
+    errors = noise_estimate_errors(model, lr, hr, GAMMAS, repeats=4, seed=0)
     scores, worst, final = {k: [] for k in QUALITY}, [], []
     for seed in range(seeds):
         out, kept = paper_chain(model, lr, info, steps=steps, every=max(1, steps // 10), seed=seed)
-        for k, v in score(out, hr, lr, info["scale"]).items():
+        for k, v in score(out, hr, lr, info.scale).items():
             if k in scores:
                 scores[k] += v.tolist()
         # the chain's image-wide mean against the photos' own at that noise level, √γ_t·ȳ_0, per image and channel
@@ -68,7 +69,7 @@ def measure(model, info, hr: torch.Tensor, lr: torch.Tensor, *, steps: int, seed
         if seed == 0:
             chain = [{"t": s.t, "gamma": s.gamma, "mean": s.y_t.mean().item(), "offset": o} for s, o in zip(kept, offs)]
     return {
-        "step": info.get("step"),
+        "step": info.step,
         "gain": [r["mean_response"] for r in errors],
         "gain_exact": [r["mean_response_exact"] for r in errors],
         "eps_bias": sum(r["eps_bias"] for r in errors) / len(errors),
@@ -162,15 +163,15 @@ def main(argv: list[str] | None = None) -> int:
         print("no run to measure (train them with benchmarks/ablation_train.sh)", file=sys.stderr)
         return 1
     pairs = tensor_pairs(load_images("builtin"), 4, args.crop)
-    hr = torch.cat([h for h, _ in pairs.values()])
-    lr = torch.cat([x for _, x in pairs.values()])
+    lr = torch.cat([x for x, _ in pairs.values()])
+    hr = torch.cat([y0 for _, y0 in pairs.values()])
     print(f"CPU: {cpu_name()} ({cpu_flags()}), {torch.get_num_threads()} thread(s), torch {torch.__version__}")
     t0 = time.perf_counter()
     rows = {}
     for label, path in found.items():
         model, info = load_model(path)
-        if info["scale"] != 4:
-            raise SystemExit(f"{path} is ×{info['scale']}; the ablation compares ×4 models")
+        if info.scale != 4:
+            raise SystemExit(f"{path} is ×{info.scale}; the ablation compares ×4 models")
         rows[label] = measure(model, info, hr, lr, steps=args.steps, seeds=args.seeds)
         print(f"  measured {label} ({path}) in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
     bic = score(upscale_bicubic(lr, 4), hr, lr, 4)

@@ -71,7 +71,7 @@ def run_case(inp: Path, out: Path, flags: list[str]) -> dict:
 
 
 def steps_of(flags: list[str], info: dict) -> int:
-    return int(flags[flags.index("--steps") + 1]) if "--steps" in flags else int(info["inference"]["steps"])
+    return int(flags[flags.index("--steps") + 1]) if "--steps" in flags else int(info.inference["steps"])
 
 
 def seams(img: Image.Image, scale: int, multiple: int) -> float | None:
@@ -151,10 +151,10 @@ def main() -> int:
             r["steps"] = steps_of(flags, info)
             if r["rc"] == 0:
                 if "--tile" not in flags:  # the borders of the auto tiles; a run in one piece has none
-                    r["seam_ratio"] = seams(Image.open(out).convert("RGB"), info["scale"], model.multiple)
+                    r["seam_ratio"] = seams(Image.open(out).convert("RGB"), info.scale, model.multiple)
                 if name == "16 MP":
                     # the whole-run time at the model's own number of steps, from the seconds per step measured here
-                    full = int(info["inference"]["steps"])
+                    full = int(info.inference["steps"])
                     r["projected_seconds_at_default_steps"] = r["seconds"] * full / r["steps"]
             rows.append(r)
             print(f"{name}: rc {r['rc']}, {r['seconds']:.1f} s, peak RSS {r['peak_rss_mib']:.0f} MiB", flush=True)
@@ -172,7 +172,7 @@ def main() -> int:
     for r in rows:
         if "projected_seconds_at_default_steps" in r:
             minutes = r["projected_seconds_at_default_steps"] / 60
-            print(f"\n16 MP at {info['inference']['steps']} steps: about {minutes:.0f} min (from {r['steps']} steps)")
+            print(f"\n16 MP at {info.inference['steps']} steps: about {minutes:.0f} min (from {r['steps']} steps)")
         if r["rc"]:
             print(f"\n{r['case']} failed (rc {r['rc']}): {' / '.join(r['stderr_tail'])}")
     if cores is not None:

@@ -14,6 +14,8 @@ from __future__ import annotations
 import io
 import pickle
 import zipfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +30,7 @@ __all__ = [
     "save_atomic",
     "load_checkpoint",
     "model_file",
+    "ModelInfo",
     "load_model",
     "shipped_model_path",
 ]
@@ -129,14 +132,50 @@ def _build(unet_config: dict, state: dict, path: Path, device) -> SR3UNet:
     return model.to(device).eval()
 
 
+@dataclass(frozen=True)
+class ModelInfo:
+    """What a model file says about its network, besides the weights: what `load_model` returns beside the model.
+
+    ``inference`` holds the default sampler options (`sr3_edu.inference.SamplerOptions.resolve` reads them) and the
+    training schedule's serialised form (``inference["schedule"]``, `NoiseSchedule.to_dict`); ``meta`` how the model
+    was made (command, steps, wall time, hardware, data). Fields a caller does not know stay at their defaults.
+    """
+
+    objective: str = "sr3"
+    """"sr3" (f_θ estimates the noise ε) or "regression" (the network outputs y_0 directly)."""
+    parametrisation: str = "eps"
+    """How f_θ turns the U-Net's output into ε̂ (`sr3_edu.unet.PARAMETRISATIONS`); "eps" for files from before the
+    field existed."""
+    scale: int | None = None
+    """The upscaling factor the model was trained for (None: unknown, the caller must give it)."""
+    inference: Mapping[str, Any] = field(default_factory=dict)
+    meta: Mapping[str, Any] = field(default_factory=dict)
+    step: int | None = None
+    """The optimizer steps the weights were trained for."""
+    path: str | None = None
+    """The file the model came from."""
+
+    @classmethod
+    def of(cls, info: ModelInfo | Mapping[str, Any] | None) -> ModelInfo:
+        """``info`` as a ModelInfo; a mapping (a few fields written by hand, e.g. in a test) is read by its keys."""
+        if isinstance(info, ModelInfo):
+            return info
+        known = {f.name for f in fields(cls)}
+        given = dict(info or {})
+        unknown = sorted(set(given) - known)
+        if unknown:
+            raise ValueError(f"unknown model info field(s) {', '.join(unknown)}; the fields are {', '.join(known)}")
+        return cls(**given)
+
+
 def load_model(
     path: str | Path | None = None, device: str | torch.device = "cpu", objective: str = "sr3", *, strict: bool = False
 ):
     """Rebuild a model for inference from a model file or a training checkpoint (its EMA weights).
 
     ``path=None`` loads the model shipped with the package for ``objective`` ("sr3" or "regression"); with
-    ``strict`` a file trained for another objective is refused (ValueError). Returns ``(model, info)`` where info
-    holds objective, scale, inference options and metadata.
+    ``strict`` a file trained for another objective is refused (ValueError). Returns ``(model, info)``, info the
+    `ModelInfo` of the file (objective, scale, default inference options, metadata).
     """
     path = Path(path) if path is not None else shipped_model_path(objective)
     obj = load_checkpoint(path)
@@ -147,18 +186,17 @@ def load_model(
     else:
         raise CheckpointError(f"{path}: unknown kind {obj.get('kind')!r}")
     model = _build(obj["unet"], state, path, device)
-    info = {
-        "objective": obj.get("objective", "sr3"),
-        # how f_θ turns the U-Net's output into ε̂ ("eps" for files from before the field existed)
-        "parametrisation": model.config.parametrisation,
-        "scale": int(obj["scale"]),
-        "inference": dict(obj.get("inference", {})),
-        "meta": dict(obj.get("meta", {})),
-        "step": obj.get("step", obj.get("meta", {}).get("steps")),
-        "path": str(path),
-    }
-    if strict and info["objective"] != objective:
-        raise ValueError(f"{path} is a {info['objective']!r} model, but a {objective!r} one is needed here")
+    info = ModelInfo(
+        objective=obj.get("objective", "sr3"),
+        parametrisation=model.config.parametrisation,
+        scale=int(obj["scale"]),
+        inference=dict(obj.get("inference", {})),
+        meta=dict(obj.get("meta", {})),
+        step=obj.get("step", obj.get("meta", {}).get("steps")),
+        path=str(path),
+    )
+    if strict and info.objective != objective:
+        raise ValueError(f"{path} is a {info.objective!r} model, but a {objective!r} one is needed here")
     return model, info
 
 

@@ -1,7 +1,7 @@
 """Command line: ``python -m sr3_edu COMMAND`` (also installed as ``sr3-edu``).
 
-Each command lives in the module that owns its idea and provides ``add_arguments(parser)`` and ``run(args) -> int``;
-this file only routes to them.
+Each command is a module of `sr3_edu.commands` with ``add_arguments(parser)`` and ``run(args) -> int``; this file
+only routes to them.
 """
 
 from __future__ import annotations
@@ -11,14 +11,14 @@ import importlib
 import sys
 
 COMMANDS = {
-    "demo": ("sr3_edu.demo", "super-resolve the built-in validation photos with the shipped model (the quickstart)"),
-    "train": ("sr3_edu.train", "train SR3 (or the regression baseline) on a folder of images or the built-in photos"),
-    "upscale": ("sr3_edu.upscale", "super-resolve an image or a folder of images of any size"),
-    "evaluate": ("sr3_edu.evaluate", "score bicubic, regression, SR3 and the mean of SR3 samples on held-out photos"),
-    "export": ("sr3_edu.export", "turn a training checkpoint into a small model file (EMA weights, fp16)"),
-    "search": ("sr3_edu.search", "grid-search inference schedules on the validation photos"),
-    "diagnose": ("sr3_edu.diagnose", "the noise estimate's errors at fixed γ and the drift of a chain from noise"),
-    "photos": ("sr3_edu.photos", "gather the built-in training photos and Debian's wallpaper photos into a folder"),
+    "demo": "super-resolve the built-in validation photos with the shipped model (the quickstart)",
+    "train": "train SR3 (or the regression baseline) on a folder of images or the built-in photos",
+    "upscale": "super-resolve an image or a folder of images of any size",
+    "evaluate": "score bicubic, regression, SR3 and the mean of SR3 samples on held-out photos",
+    "export": "turn a training checkpoint into a small model file (EMA weights, fp16)",
+    "search": "grid-search inference schedules on the validation photos",
+    "diagnose": "the noise estimate's errors at fixed γ and the drift of a chain from noise",
+    "photos": "gather the built-in training photos and Debian's wallpaper photos into a folder",
 }
 
 
@@ -34,7 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    for name, (module, help_text) in COMMANDS.items():
+    for name, help_text in COMMANDS.items():
+        module = f"sr3_edu.commands.{name}"
         try:
             mod = importlib.import_module(module)
         except ModuleNotFoundError as e:
@@ -44,8 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(
             name, help=help_text, description=help_text, formatter_class=argparse.ArgumentDefaultsHelpFormatter
         )
-        getattr(mod, f"add_{name}_arguments", getattr(mod, "add_arguments", None))(p)
-        p.set_defaults(_run=getattr(mod, f"run_{name}", getattr(mod, "run", None)))
+        mod.add_arguments(p)
+        p.set_defaults(_run=mod.run)
     return parser
 
 

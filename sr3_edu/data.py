@@ -82,33 +82,7 @@ class PairedImageDataset(Dataset):
         self.hr_size, self.scale, self.lr_size = hr_size, scale, hr_size // scale
         self.flips, self.color_augment, self.seed, self.epoch = flips, color_augment, seed, 0
 
-        self.names: list[str] = []
-        self.images: list[Image.Image] = []
-        for name, img in images:
-            if img.mode != "RGB":
-                warnings.warn(f"{name}: {img.mode} converted to RGB", DataWarning, stacklevel=2)
-                img = img.convert("RGB")
-            w, h = img.size
-            if min(w, h) < hr_size:
-                if small == "skip":
-                    warnings.warn(
-                        f"skipped {name}: {w}×{h} is smaller than the {hr_size}×{hr_size} crop (small='skip')",
-                        DataWarning,
-                        stacklevel=2,
-                    )
-                    continue
-                # enlarge by hr/min(w, h) so the short side is exactly hr_size
-                f = hr_size / min(w, h)
-                size = (max(hr_size, round(w * f)), max(hr_size, round(h * f)))
-                warnings.warn(
-                    f"{name}: {w}×{h} is smaller than the {hr_size}×{hr_size} crop; enlarged (bicubic) to "
-                    f"{size[0]}×{size[1]}. Its crops hold no real detail: use larger photos or a smaller hr_size",
-                    DataWarning,
-                    stacklevel=2,
-                )
-                img = img.resize(size, Image.Resampling.BICUBIC)
-            self.names.append(name)
-            self.images.append(img)
+        self._keep_images(images, small)
         if not self.images:
             raise ValueError(
                 f"no usable images in {source}: all {len(images)} were skipped (see the warnings); "
@@ -120,6 +94,39 @@ class PairedImageDataset(Dataset):
         if not isinstance(patches_per_image, int) or patches_per_image < 1:
             raise ValueError(f"patches_per_image must be a positive integer, got {patches_per_image!r}")
         self.patches_per_image = patches_per_image
+
+    def _keep_images(self, images: Sequence[tuple[str, Image.Image]], small: str) -> None:
+        """``self.names`` and ``self.images``: the photos as RGB, small ones enlarged or left out (`DataWarning` each).
+
+        The warnings carry stacklevel 3, so that they name the line that built the data set."""
+        hr_size = self.hr_size
+        self.names: list[str] = []
+        self.images: list[Image.Image] = []
+        for name, img in images:
+            if img.mode != "RGB":
+                warnings.warn(f"{name}: {img.mode} converted to RGB", DataWarning, stacklevel=3)
+                img = img.convert("RGB")
+            w, h = img.size
+            if min(w, h) < hr_size:
+                if small == "skip":
+                    warnings.warn(
+                        f"skipped {name}: {w}×{h} is smaller than the {hr_size}×{hr_size} crop (small='skip')",
+                        DataWarning,
+                        stacklevel=3,
+                    )
+                    continue
+                # enlarge by hr/min(w, h) so the short side is exactly hr_size
+                f = hr_size / min(w, h)
+                size = (max(hr_size, round(w * f)), max(hr_size, round(h * f)))
+                warnings.warn(
+                    f"{name}: {w}×{h} is smaller than the {hr_size}×{hr_size} crop; enlarged (bicubic) to "
+                    f"{size[0]}×{size[1]}. Its crops hold no real detail: use larger photos or a smaller hr_size",
+                    DataWarning,
+                    stacklevel=3,
+                )
+                img = img.resize(size, Image.Resampling.BICUBIC)
+            self.names.append(name)
+            self.images.append(img)
 
     @classmethod
     def from_folder(

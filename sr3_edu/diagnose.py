@@ -12,22 +12,16 @@ noise, where such offsets build up.
 
 from __future__ import annotations
 
-import argparse
 import math
-import sys
 
 import torch
 from torch import Tensor
 
-from .checkpoint import load_model
-from .devices import resolve_device
+from .checkpoint import ModelInfo
 from .diffusion import model_device_dtype, q_sample
-from .evaluate import tensor_pairs
-from .flags import HelpFormatter
-from .folders import load_images
 from .upscale import super_resolve
 
-__all__ = ["noise_estimate_errors", "paper_chain", "chain_drift", "add_arguments", "run"]
+__all__ = ["noise_estimate_errors", "paper_chain", "chain_drift", "format_report", "GAMMAS"]
 
 GAMMAS = (4.4e-5, 1e-4, 1e-3, 1e-2, 0.1, 0.5, 0.9)
 """Default noise levels: from the first level of the training schedule (γ_T ≈ 4.4·10⁻⁵) to nearly clean."""
@@ -35,30 +29,30 @@ GAMMAS = (4.4e-5, 1e-4, 1e-3, 1e-2, 0.1, 0.5, 0.9)
 
 @torch.inference_mode()
 def noise_estimate_errors(
-    model, hr: Tensor, lr: Tensor, gammas=GAMMAS, *, repeats: int = 8, seed: int = 0
+    model, x: Tensor, y0: Tensor, gammas=GAMMAS, *, repeats: int = 8, seed: int = 0
 ) -> list[dict[str, float]]:
     """For each γ: E‖ε̂ − ε‖² per element (``eps_mse``), the mean over images of |mean(ε̂ − ε)| (``eps_bias``, the
     image-wide part of the error) and the shift of ŷ_0 it causes, eps_bias·√(1−γ)/√γ (``y0_shift``; pixels in
     [−1, 1]), and ``mean_response``: how much ε̂'s mean moves per unit of a constant added to y_t. The low-resolution
     x fixes the photo's mean, so an exact estimate takes such an offset for noise: 1/√(1−γ) (``mean_response_exact``);
-    a network that takes it for signal lets the mean of a chain wander. ``hr`` (B, C, H, W) and ``lr``
-    (B, C, H/s, W/s) in [−1, 1]; ``repeats`` draws of ε per γ."""
+    a network that takes it for signal lets the mean of a chain wander. ``x`` (B, C, H/s, W/s) and ``y0``
+    (B, C, H, W) in [−1, 1]; ``repeats`` draws of ε per γ."""
     device, _ = model_device_dtype(model)
     gen = torch.Generator().manual_seed(seed)
-    hr, lr = hr.to(device), lr.to(device)
+    x, y0 = x.to(device), y0.to(device)
     rows = []
     for gamma in gammas:
-        g = torch.full((hr.shape[0],), float(gamma), device=device)
+        g = torch.full((y0.shape[0],), float(gamma), device=device)
         mse, bias, response = [], [], []
         for _ in range(repeats):
-            eps = torch.randn(hr.shape, generator=gen).to(device)
-            y_t = q_sample(hr, g, eps)
-            eps_hat = model(lr, y_t, g).float()
+            eps = torch.randn(y0.shape, generator=gen).to(device)
+            y_t = q_sample(y0, g, eps)
+            eps_hat = model(x, y_t, g).float()
             err = (eps_hat - eps).flatten(1)
             mse.append(err.square().mean().item())
             bias.append(err.mean(dim=1).abs().mean().item())
             # ε̂'s mean after adding a constant 0.1 to y_t, against before
-            response.append(((model(lr, y_t + 0.1, g).float() - eps_hat).mean() / 0.1).item())
+            response.append(((model(x, y_t + 0.1, g).float() - eps_hat).mean() / 0.1).item())
         b = sum(bias) / repeats
         rows.append(
             {
@@ -73,7 +67,7 @@ def noise_estimate_errors(
     return rows
 
 
-def paper_chain(model, lr: Tensor, info: dict, *, steps: int = 100, every: int = 10, seed: int = 0):
+def paper_chain(model, lr: Tensor, info: ModelInfo, *, steps: int = 100, every: int = 10, seed: int = 0):
     """Algorithm 2 as the paper writes it: from pure noise, σ_t² = 1 − α_t, no clipping, ``steps`` steps of the
     training schedule respaced. Returns the output and the `RefinementStep` kept every ``every`` steps. It runs in
     plain fp32, like the rest of the diagnosis, so that its figures are the same on every machine."""
@@ -91,7 +85,7 @@ def paper_chain(model, lr: Tensor, info: dict, *, steps: int = 100, every: int =
     )
 
 
-def chain_drift(model, lr: Tensor, info: dict, *, steps: int = 100, every: int = 10, seed: int = 0) -> list[dict]:
+def chain_drift(model, lr: Tensor, info: ModelInfo, *, steps: int = 100, every: int = 10, seed: int = 0) -> list[dict]:
     """The paper's sampler from pure noise (`paper_chain`): the mean and standard deviation of y_t every ``every``
     steps. A chain that works keeps the mean near the photos' (a few tenths at most); one that accumulates a biased
     ε̂ walks away from it."""
@@ -111,45 +105,3 @@ def format_report(errors: list[dict], drift: list[dict], target_mean: float) -> 
     lines += ["  t   γ_t        mean    std"]
     lines += [f"{r['t']:>4} {r['gamma']:<9.2e} {r['mean']:+7.3f} {r['std']:6.3f}" for r in drift]
     return "\n".join(lines)
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.formatter_class = HelpFormatter
-    p.add_argument("--checkpoint", default=None, help="SR3 model file or training checkpoint (default: the shipped)")
-    p.add_argument(
-        "--data", default="builtin", help="a folder of high-resolution images, or 'builtin' for the validation photos"
-    )
-    p.add_argument("--crop", type=int, default=64, help="center-crop each photo to N×N (all must be at least that)")
-    p.add_argument("--gammas", default=",".join(f"{g:g}" for g in GAMMAS), help="noise levels γ, comma-separated")
-    p.add_argument("--repeats", type=int, default=8, help="draws of ε per noise level")
-    p.add_argument("--steps", type=int, default=100, help="steps of the chain from pure noise")
-    p.add_argument("--seed", type=int, default=0, help="random seed")
-    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, mps, or auto")
-
-
-def run(args: argparse.Namespace) -> int:
-    try:
-        gammas = [float(g) for g in args.gammas.split(",") if g.strip()]
-    except ValueError as e:
-        raise ValueError(f"--gammas must be comma-separated numbers, got {args.gammas!r}") from e
-    if not gammas or not all(0 < g < 1 for g in gammas):
-        raise ValueError(f"--gammas must lie in (0, 1), got {args.gammas!r}")
-    if args.repeats < 1 or args.steps < 1:
-        raise ValueError("--repeats and --steps must be at least 1")
-    model, info = load_model(args.checkpoint, device=resolve_device(args.device), strict=True)
-    scale = info["scale"]
-    pairs = tensor_pairs(load_images(args.data), scale, args.crop)
-    small = [f"{hr.shape[-1]}×{hr.shape[-2]}" for hr, _ in pairs.values() if hr.shape[-2:] != (args.crop, args.crop)]
-    if small:
-        raise ValueError(f"every photo must be at least {args.crop}×{args.crop} (found {small[0]}); lower --crop")
-    hr = torch.cat([h for h, _ in pairs.values()])
-    lr = torch.cat([x for _, x in pairs.values()])
-    errors = noise_estimate_errors(model, hr, lr, gammas, repeats=args.repeats, seed=args.seed)
-    drift = chain_drift(model, lr, info, steps=args.steps, every=max(1, args.steps // 10), seed=args.seed)
-    print(format_report(errors, drift, hr.mean().item()))
-    print(
-        f"{info['path']} ({info.get('parametrisation', 'eps')}-parametrised f_θ): {len(pairs)} photos, "
-        f"{args.crop}×{args.crop}",
-        file=sys.stderr,
-    )
-    return 0

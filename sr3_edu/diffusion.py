@@ -7,6 +7,7 @@ The textbook writes x_0, x_t, ᾱ_t and ε_θ(x_t, t) for y_0, y_t, γ_t and f_�
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -98,9 +99,9 @@ def loss(
     if offset_noise:
         # ε + s·ε_c, ε_c ~ N(0, 1) per (image, channel)
         eps = eps + offset_noise * _randn((*y0.shape[:2], 1, 1), generator, y0.device, y0.dtype)
-    # ỹ = √γ y_0 + √(1−γ) ε
-    y_noisy = q_sample(y0, gamma, eps)
-    eps_hat = model(x_lr, y_noisy, gamma)
+    # y_t = √γ y_0 + √(1−γ) ε   (the paper's ỹ)
+    y_t = q_sample(y0, gamma, eps)
+    eps_hat = model(x_lr, y_t, gamma)
     err = (eps_hat.float() - eps.float()).abs()
     return err.mean() if p == 1 else err.square().mean()
 
@@ -145,28 +146,13 @@ def step_coefficients(schedule: NoiseSchedule, variance: Literal["paper", "poste
     sigma2 = schedule.betas if variance == "paper" else schedule.posterior_variance
     sigma = sigma2.sqrt()
     sigma[0] = 0.0
-    return torch.stack(
-        [
-            (1 - g).sqrt(),
-            g.sqrt(),
-            (1 - a) / (1 - g).sqrt(),
-            a.sqrt(),
-            g_prev.sqrt() * (1 - a) / (1 - g),
-            a.sqrt() * (1 - g_prev) / (1 - g),
-            sigma,
-        ],
-        dim=1,
-    )
+    update = [(1 - g).sqrt(), g.sqrt(), (1 - a) / (1 - g).sqrt(), a.sqrt()]  # Algorithm 2's update, eq. 6 for ŷ_0
+    mean = [g_prev.sqrt() * (1 - a) / (1 - g), a.sqrt() * (1 - g_prev) / (1 - g)]  # the posterior mean's weights
+    return torch.stack([*update, *mean, sigma], dim=1)
 
 
 def refine_step(
-    model: NoiseModel,
-    x: Tensor,
-    y_t: Tensor,
-    gamma_t: Tensor,
-    k: Tensor,
-    z: Tensor | None,
-    clip_y0: bool = False,
+    model: NoiseModel, x: Tensor, y_t: Tensor, gamma_t: Tensor, k: Tensor, z: Tensor | None, clip_y0: bool = False
 ) -> tuple[Tensor, Tensor]:
     """One step of Algorithm 2, t → t − 1, with ``k`` the step's row of `step_coefficients`:
 
@@ -208,13 +194,7 @@ def ddim_coefficients(schedule: NoiseSchedule, eta: float = 0.0) -> Tensor:
 
 
 def ddim_step(
-    model: NoiseModel,
-    x: Tensor,
-    y_t: Tensor,
-    gamma_t: Tensor,
-    k: Tensor,
-    z: Tensor | None,
-    clip_y0: bool = False,
+    model: NoiseModel, x: Tensor, y_t: Tensor, gamma_t: Tensor, k: Tensor, z: Tensor | None, clip_y0: bool = False
 ) -> tuple[Tensor, Tensor]:
     """One DDIM step, t → t − 1, with ``k`` the step's row of `ddim_coefficients`:
 
@@ -288,55 +268,53 @@ def sample(
     """
     if x_lr.dim() != 4:
         raise ValueError(f"x_lr must be a batch (B, C, h, w), got shape {tuple(x_lr.shape)}")
-    if sampler not in SAMPLERS:
-        raise ValueError(f"sampler must be one of {', '.join(SAMPLERS)}, got {sampler!r}")
-    if sampler == "ddim":
-        coefficients, step = ddim_coefficients(schedule, eta), ddim_step
-    else:
-        coefficients, step = step_coefficients(schedule, variance), refine_step
     device, dtype = model_device_dtype(model)
+    step, k_dev, gammas_dev = _step_and_tables(schedule, sampler, variance, eta, device, dtype)
     x = x_lr.to(device=device, dtype=dtype)
     B, C, h, w = x.shape
     shape = (B, C, h * scale, w * scale)
-
-    # Every step's numbers on the device, made once: reading row t − 1 is a view, not a host → device copy.
-    k_dev = coefficients.to(device=device, dtype=dtype)
-    gammas_dev = schedule.gammas.to(device=device, dtype=dtype)
+    y = _randn(shape, generator, device, dtype) if y_T is None else y_T.to(device, dtype).clone()
+    step, noise_generator = (
+        compiled.compiled_sampler(step, generator, shape, device, dtype) if compile else (step, generator)
+    )
+    stride = int(return_trajectory)  # True keeps every step, False none
+    trajectory: list[RefinementStep] = []
     gammas = schedule.gammas.tolist()
 
-    y = _randn(shape, generator, device, dtype) if y_T is None else y_T.to(device, dtype).clone()
-    noise_generator = generator
-    if compile:
-        step = compiled.compiled_step(step, device)
-        if generator is not None and generator.device != device:
-            # Noise drawn where the model runs (no host work per step), from a seed taken from ``generator``.
-            seed = int(torch.randint(2**62, (1,), generator=generator, device=generator.device))
-            noise_generator = torch.Generator(device=device).manual_seed(seed)
-        no_noise = torch.zeros(shape, device=device, dtype=dtype)  # z at t = 1: the same graph for every step
-    stride = int(return_trajectory) if return_trajectory is not True else 1
-    keep = stride > 0
-    trajectory: list[RefinementStep] = []
-
-    steps = range(schedule.T, 0, -1)
-    if progress:
-        from tqdm.auto import tqdm
-
-        steps = tqdm(steps, desc="refining", unit="step", leave=False)
-    for t in steps:
+    for t in _timesteps(schedule.T, progress):
         gamma_t = gammas_dev[t - 1].expand(B)
         z = _randn(shape, noise_generator, device, dtype) if t > 1 and (sampler == "ddpm" or eta > 0) else None
-        if compile:
-            if device.type == "cuda":
-                torch.compiler.cudagraph_mark_step_begin()  # the last step's output is this step's input
-            z = no_noise if z is None else z
-        kept = keep and (t == schedule.T or t % stride == 0)
+        kept = stride > 0 and (t == schedule.T or t % stride == 0)
         y_kept = y.float().cpu() if kept else None  # before the step: a CUDA graph reuses y's memory
         y, y0_hat = step(model, x, y, gamma_t, k_dev[t - 1], z, clip_y0)
         if kept:
             trajectory.append(RefinementStep(t, gammas[t - 1], y_kept, y0_hat.float().cpu()))
     if compile and device.type == "cuda":
         y = y.clone()  # the graph's output memory is reused by its next replay, so hand back a copy
-    if keep:
+    if stride > 0:
         trajectory.append(RefinementStep(0, 1.0, y.float().cpu(), None))
         return y, trajectory
     return y
+
+
+def _step_and_tables(
+    schedule: NoiseSchedule, sampler: str, variance: str, eta: float, device: torch.device, dtype: torch.dtype
+) -> tuple[Callable, Tensor, Tensor]:
+    """The step `sample` takes (`refine_step` or `ddim_step`), its coefficients (T, k) and γ_t (T,) on the device."""
+    if sampler not in SAMPLERS:
+        raise ValueError(f"sampler must be one of {', '.join(SAMPLERS)}, got {sampler!r}")
+    if sampler == "ddim":
+        coefficients, step = ddim_coefficients(schedule, eta), ddim_step
+    else:
+        coefficients, step = step_coefficients(schedule, variance), refine_step
+    # Every step's numbers on the device, made once: reading row t − 1 is a view, not a host → device copy.
+    return step, coefficients.to(device=device, dtype=dtype), schedule.gammas.to(device=device, dtype=dtype)
+
+
+def _timesteps(T: int, progress: bool):
+    """t = T, …, 1, under a progress bar if asked."""
+    if not progress:
+        return range(T, 0, -1)
+    from tqdm.auto import tqdm
+
+    return tqdm(range(T, 0, -1), desc="refining", unit="step", leave=False)

@@ -3,7 +3,6 @@ default sampler settings `upscale`, `evaluate` and `demo` use and a record of ho
 
 from __future__ import annotations
 
-import argparse
 import os
 from pathlib import Path
 
@@ -11,7 +10,7 @@ from .checkpoint import CheckpointError, load_checkpoint, model_file, save_atomi
 from .train import ConfigError, TrainConfig, format_duration
 from .unet import SR3UNet
 
-__all__ = ["export", "add_arguments", "run"]
+__all__ = ["export"]
 
 
 def export(
@@ -38,17 +37,7 @@ def export(
     The metadata records the training command(s), steps, training time, hardware and data.
     """
     checkpoint, out = Path(checkpoint), Path(out)
-    if variance not in ("paper", "posterior"):
-        raise ConfigError(f"variance must be 'paper' or 'posterior', got {variance!r}")
-    if start not in ("noise", "bicubic"):
-        raise ConfigError(f"start must be 'noise' or 'bicubic', got {start!r}")
-    if not 0 < gamma_start < 1:
-        raise ConfigError(f"gamma_start is a noise level γ in (0, 1), got {gamma_start}")
-    if betas is not None:
-        if len(betas) != 2 or not 0 < betas[0] <= betas[1] < 1:
-            raise ConfigError(f"--betas are β_1 and β_n of a linear schedule, 0 < β_1 ≤ β_n < 1; got {list(betas)}")
-        if start != "noise":
-            raise ConfigError("--betas (a linear β schedule) runs from pure noise; it needs --start noise")
+    _check_sampler(variance, start, gamma_start, betas)
     ckpt = load_checkpoint(checkpoint, kind="train", map_location="cpu")
     config = TrainConfig.from_dict(ckpt.get("config", {}))
     if steps < 1 or (betas is None and steps > config.T):
@@ -64,8 +53,39 @@ def export(
         raise CheckpointError(
             f"{checkpoint}: the EMA weights do not fit the U-Net config stored with them ({e})"
         ) from e
+    meta = _meta(ckpt, config, checkpoint)
+    inference = {
+        "steps": int(steps),
+        "variance": variance,
+        "start": start,
+        "gamma_start": float(gamma_start),
+        "clip_y0": bool(clip_y0),
+        "betas": None if betas is None else [float(b) for b in betas],
+        "schedule": config.schedule().to_dict(),
+    }
+    obj = model_file(model, objective=ckpt["objective"], scale=ckpt["scale"], inference=inference, meta=meta, half=half)
+    return save_atomic(obj, out)
+
+
+def _check_sampler(variance: str, start: str, gamma_start: float, betas) -> None:
+    """Refuse default sampler settings that `super_resolve` would refuse later, when the file is used."""
+    if variance not in ("paper", "posterior"):
+        raise ConfigError(f"variance must be 'paper' or 'posterior', got {variance!r}")
+    if start not in ("noise", "bicubic"):
+        raise ConfigError(f"start must be 'noise' or 'bicubic', got {start!r}")
+    if not 0 < gamma_start < 1:
+        raise ConfigError(f"gamma_start is a noise level γ in (0, 1), got {gamma_start}")
+    if betas is not None:
+        if len(betas) != 2 or not 0 < betas[0] <= betas[1] < 1:
+            raise ConfigError(f"--betas are β_1 and β_n of a linear schedule, 0 < β_1 ≤ β_n < 1; got {list(betas)}")
+        if start != "noise":
+            raise ConfigError("--betas (a linear β schedule) runs from pure noise; it needs --start noise")
+
+
+def _meta(ckpt: dict, config: TrainConfig, checkpoint: Path) -> dict:
+    """How the model was made, from the checkpoint: the training command(s), steps, time, hardware, data."""
     segments = ckpt.get("meta", {}).get("segments", [])
-    meta = {
+    return {
         "command": segments[0]["command"] if segments else config.command,
         "commands": [s["command"] for s in segments],
         "steps": int(ckpt["step"]),
@@ -82,70 +102,3 @@ def export(
         "config": ckpt.get("config", {}),
         "exported_from": str(checkpoint),
     }
-    inference = {
-        "steps": int(steps),
-        "variance": variance,
-        "start": start,
-        "gamma_start": float(gamma_start),
-        "clip_y0": bool(clip_y0),
-        "betas": None if betas is None else [float(b) for b in betas],
-        "schedule": config.schedule().to_dict(),
-    }
-    obj = model_file(model, objective=ckpt["objective"], scale=ckpt["scale"], inference=inference, meta=meta, half=half)
-    return save_atomic(obj, out)
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options of ``sr3-edu export``."""
-    parser.add_argument("--checkpoint", required=True, help="training checkpoint, e.g. runs/tiny/checkpoints/last.pt")
-    parser.add_argument("--out", required=True, help="model file to write")
-    parser.add_argument("--fp32", action="store_true", help="store float32 weights (default: float16, half the size)")
-    parser.add_argument(
-        "--steps", type=int, default=100, help="default refinement steps stored with the model (the paper: ≤ 100)"
-    )
-    parser.add_argument(
-        "--variance",
-        choices=["paper", "posterior"],
-        default="paper",
-        help="default sampler variance: paper (σ² = 1 − α_t) or posterior (σ² = β̃_t)",
-    )
-    parser.add_argument(
-        "--start",
-        choices=["noise", "bicubic"],
-        default="noise",
-        help="default start of the chain: noise (the paper's Algorithm 2) or bicubic (part-way, at --gamma-start)",
-    )
-    parser.add_argument(
-        "--gamma-start", type=float, default=0.2, help="noise level γ where a bicubic start begins, in (0, 1)"
-    )
-    parser.add_argument(
-        "--clip-y0", choices=["on", "off"], default="off", help="default for clipping ŷ_0 to [−1, 1] in each step"
-    )
-    parser.add_argument(
-        "--betas",
-        type=float,
-        nargs=2,
-        default=None,
-        metavar=("B1", "BN"),
-        help="default chain: a linear β schedule from B1 to BN over --steps steps (from noise) instead of the "
-        "training schedule respaced",
-    )
-    parser.add_argument("--force", action="store_true", help="replace --out if it exists")
-
-
-def run(args: argparse.Namespace) -> int:
-    """``sr3-edu export``."""
-    path = export(
-        args.checkpoint,
-        args.out,
-        half=not args.fp32,
-        steps=args.steps,
-        variance=args.variance,
-        start=args.start,
-        gamma_start=args.gamma_start,
-        clip_y0=args.clip_y0 == "on",
-        betas=None if args.betas is None else tuple(args.betas),
-        overwrite=args.force,
-    )
-    print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
-    return 0

@@ -11,7 +11,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
 
-__all__ = ["write_atomic", "write_json"]
+from PIL import Image
+
+from .images import IMAGE_SUFFIXES
+
+__all__ = ["write_atomic", "write_json", "write_image_atomic"]
 
 
 def write_atomic(path: str | Path, write: Callable[[BinaryIO], object], *, durable: bool = False) -> Path:
@@ -57,3 +61,15 @@ def write_json(obj: Any, path: str | Path) -> Path:
 
     text = json.dumps(clean(obj), indent=2, ensure_ascii=False) + "\n"
     return write_atomic(path, lambda f: f.write(text.encode()))
+
+
+def write_image_atomic(img: Image.Image, path: str | Path) -> Path:
+    """Save ``img`` to ``path`` via a temporary file and a rename: an interrupted run leaves no half-written image.
+
+    The format follows the suffix (PNG, JPEG, …); an unknown suffix is refused before anything is written.
+    """
+    path = Path(path)
+    fmt = Image.registered_extensions().get(path.suffix.lower())
+    if fmt is None or path.suffix.lower() not in IMAGE_SUFFIXES:
+        raise ValueError(f"cannot tell the image format of {path}: use a suffix among {', '.join(IMAGE_SUFFIXES)}")
+    return write_atomic(path, lambda f: img.save(f, format=fmt))

@@ -17,16 +17,18 @@ Two ways to start the chain:
   then cover only the low-noise end, where the detail is made.
 
 The options come from three places, in this order of precedence: the caller (a keyword or a command-line flag), the
-model file (``info["inference"]``, written by `sr3_edu.export`), then `DEFAULT_INFERENCE`. `inference_options`
+model file (`ModelInfo.inference`, written by `sr3_edu.export`), then `DEFAULT_INFERENCE`. `inference_options`
 merges and validates them once, into a frozen `SamplerOptions` that the sampler, `evaluate` and `search` pass on as it
 is; `inference_schedule` (`SamplerOptions.schedule`) turns it into the `NoiseSchedule` the sampler walks.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
+from .checkpoint import ModelInfo
 from .diffusion import SAMPLERS
 from .schedule import NoiseSchedule
 
@@ -87,8 +89,8 @@ class SamplerOptions:
             object.__setattr__(self, name, value)  # frozen: the one place the values are normalised
 
     @classmethod
-    def resolve(cls, info: dict | None = None, **given: Any) -> SamplerOptions:
-        """The options in force: ``given`` (ignoring None) over the model file's ``info["inference"]`` over the
+    def resolve(cls, info: ModelInfo | Mapping[str, Any] | None = None, **given: Any) -> SamplerOptions:
+        """The options in force: ``given`` (ignoring None) over the model file's ``info.inference`` over the
         defaults. A caller's ``betas="off"`` (or ``start="bicubic"`` without betas) respaces the training schedule
         whatever the file stores; a caller's ``steps`` other than the file's stretches the file's linear schedule to
         that length (the same β_1 and the same first noise level γ_n, `NoiseSchedule.linear_to`), as β_n was chosen
@@ -99,7 +101,7 @@ class SamplerOptions:
             raise TypeError(
                 f"unknown sampler option {sorted(unknown)[0]!r}; the options are {', '.join(sorted(names))}"
             )
-        stored = (info or {}).get("inference") or {}
+        stored = ModelInfo.of(info).inference
         opts = {k: v for k, v in stored.items() if k in names}
         opts.update({k: v for k, v in given.items() if v is not None})
         if given.get("betas") == "off" or (given.get("start") == "bicubic" and given.get("betas") is None):
@@ -134,8 +136,8 @@ DEFAULT_INFERENCE: dict[str, Any] = SamplerOptions().as_dict()
 """The defaults of `SamplerOptions` as a dict."""
 
 
-def inference_options(info: dict | None = None, **given: Any) -> dict[str, Any]:
-    """`SamplerOptions.resolve` as a dict: ``given`` (ignoring None) over the model file's ``info["inference"]``
+def inference_options(info: ModelInfo | Mapping[str, Any] | None = None, **given: Any) -> dict[str, Any]:
+    """`SamplerOptions.resolve` as a dict: ``given`` (ignoring None) over the model file's ``info.inference``
     over `DEFAULT_INFERENCE`."""
     return SamplerOptions.resolve(info, **given).as_dict()
 
@@ -153,10 +155,10 @@ def describe(opts: dict[str, Any] | SamplerOptions) -> str:
     )
 
 
-def training_schedule(info: dict | None = None) -> NoiseSchedule:
-    """The schedule the model was trained with, as its model file records it (``info["inference"]["schedule"]``);
+def training_schedule(info: ModelInfo | Mapping[str, Any] | None = None) -> NoiseSchedule:
+    """The schedule the model was trained with, as its model file records it (``info.inference["schedule"]``);
     `NoiseSchedule.linear()` (T = 2000, β 1e-6 → 1e-2, the trainer's default) when the file does not say."""
-    spec = ((info or {}).get("inference") or {}).get("schedule")
+    spec = ModelInfo.of(info).inference.get("schedule")
     return NoiseSchedule.from_dict(spec) if spec else NoiseSchedule.linear()
 
 

@@ -20,15 +20,13 @@ naming every file, its origin and its licence. The built-in *validation* photos 
 
 from __future__ import annotations
 
-import argparse
-import sys
 from pathlib import Path
 
 from PIL import Image
 
 from .builtin import builtin_images
 
-__all__ = ["MATE_NATURE", "PLASMA_PHOTOS", "debian_photos", "gather", "add_arguments", "run"]
+__all__ = ["MATE_NATURE", "PLASMA_PHOTOS", "debian_photos", "gather"]
 
 MATE_NATURE = (
     "Aqua",
@@ -121,14 +119,3 @@ def gather(out: str | Path, long_side: int = 1024, root: str | Path = "/") -> li
         )
     (out / "SOURCES.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
     return written
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--out", default="data/photos", help="folder to write the photos and SOURCES.txt into")
-    p.add_argument("--long-side", type=int, default=1024, help="shrink the Debian photos to at most this many pixels")
-
-
-def run(args: argparse.Namespace) -> int:
-    written = gather(args.out, args.long_side)
-    print(f"{len(written)} photos in {args.out} (list and licences: {Path(args.out) / 'SOURCES.txt'})", file=sys.stderr)
-    return 0

@@ -46,7 +46,22 @@ class PreparedPairsDataset(Dataset):
             raise ValueError(f"{root} has no lr_<size> and hr_<size> subfolders (the prepare_data.py layout)")
         self.lr_dir, self.hr_dir = dirs
         self.flips, self.color_augment, self.seed, self.epoch = flips, color_augment, seed, 0
+        lr_size, hr_size_found = self._read_pairs(*self._match_files(), skip_bad_images=skip_bad_images)
 
+        # s = h / l, read from the first pair and checked on all of them in _read_pairs
+        self.scale = hr_size_found[0] // lr_size[0]
+        self.hr_size, self.lr_size = hr_size_found[0], lr_size[0]
+        named = f"{self.lr_dir.name} → {self.hr_dir.name}"
+        if scale is not None and scale != self.scale:
+            raise ValueError(f"{root} holds ×{self.scale} pairs ({named}) but scale {scale} was asked for")
+        if hr_size is not None and (hr_size, hr_size) != hr_size_found:
+            raise ValueError(
+                f"{root} holds {hr_size_found[0]}×{hr_size_found[1]} targets ({named}) but hr_size {hr_size} "
+                f"was asked for; pass hr_size={hr_size_found[0]}"
+            )
+
+    def _match_files(self) -> tuple[dict[Path, Path], dict[Path, Path]]:
+        """The images of lr_*/ and hr_*/ by path relative to their folder; every one must have its partner."""
         # Pairs are matched by path relative to lr_*/ and hr_*/ (prepare_data.py writes the same name to both).
         lr_files = {p.relative_to(self.lr_dir): p for p in find_images(self.lr_dir)}
         hr_files = {p.relative_to(self.hr_dir): p for p in find_images(self.hr_dir)}
@@ -60,7 +75,14 @@ class PreparedPairsDataset(Dataset):
                     f"{have[missing[0]]} has no partner {lack / missing[0]}{more}; pairs are matched by file name, "
                     f"so add the missing file or remove its partner"
                 )
+        return lr_files, hr_files
 
+    def _read_pairs(
+        self, lr_files: dict[Path, Path], hr_files: dict[Path, Path], *, skip_bad_images: bool
+    ) -> tuple[tuple[int, int], tuple[int, int]]:
+        """Fill ``self.pairs`` from the headers (no pixels decoded); return the (w, h) of LR and HR all pairs share.
+
+        Its warnings carry stacklevel 3, so that they name the line that built the data set."""
         self.pairs: list[tuple[Path, Path]] = []
         converted: list[str] = []
         lr_size = hr_size_found = None
@@ -71,7 +93,7 @@ class PreparedPairsDataset(Dataset):
             except ValueError as e:
                 if not skip_bad_images:
                     raise
-                warnings.warn(f"skipped pair {name}: {e.__cause__ or e}", DataWarning, stacklevel=2)
+                warnings.warn(f"skipped pair {name}: {e.__cause__ or e}", DataWarning, stacklevel=3)
                 continue
             if lr_size is None:
                 lr_size, hr_size_found = (lw, lh), (hw, hh)
@@ -87,25 +109,14 @@ class PreparedPairsDataset(Dataset):
             converted += [str(p) for p, m in ((lr_files[name], lmode), (hr_files[name], hmode)) if m != "RGB"]
             self.pairs.append((lr_files[name], hr_files[name]))
         if not self.pairs:
-            raise ValueError(f"no readable pairs in {root}: every pair was skipped (see the warnings)")
+            raise ValueError(f"no readable pairs in {self.root}: every pair was skipped (see the warnings)")
         if converted:
             warnings.warn(
-                f"{len(converted)} images in {root} are not 8-bit RGB (e.g. {converted[0]}); converted when read",
+                f"{len(converted)} images in {self.root} are not 8-bit RGB (e.g. {converted[0]}); converted when read",
                 DataWarning,
-                stacklevel=2,
+                stacklevel=3,
             )
-
-        # s = h / l, read from the first pair and checked on all of them above
-        self.scale = hr_size_found[0] // lr_size[0]
-        self.hr_size, self.lr_size = hr_size_found[0], lr_size[0]
-        named = f"{self.lr_dir.name} → {self.hr_dir.name}"
-        if scale is not None and scale != self.scale:
-            raise ValueError(f"{root} holds ×{self.scale} pairs ({named}) but scale {scale} was asked for")
-        if hr_size is not None and (hr_size, hr_size) != hr_size_found:
-            raise ValueError(
-                f"{root} holds {hr_size_found[0]}×{hr_size_found[1]} targets ({named}) but hr_size {hr_size} "
-                f"was asked for; pass hr_size={hr_size_found[0]}"
-            )
+        return lr_size, hr_size_found
 
     def set_epoch(self, epoch: int) -> None:
         """Choose the epoch: items are a function of (seed, epoch, index)."""

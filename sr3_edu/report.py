@@ -1,5 +1,5 @@
 """Text tables of the scores: `format_table` for `sr3_edu.evaluate.evaluate`'s result, `format_search` for the
-rows of `sr3_edu.search.search_schedules`. Plots are `sr3_edu.demo`'s."""
+rows of `sr3_edu.search.search_schedules`. Plots are `sr3_edu.plots`'s."""
 
 from __future__ import annotations
 

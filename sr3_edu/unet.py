@@ -2,8 +2,8 @@
 
 The network is the DDPM U-Net with the changes of Song et al. (2021) that SR3 adopts:
 
-* **BigGAN-style residual blocks**: GroupNorm → SiLU → conv → GroupNorm → FiLM(γ) → SiLU → dropout
-  → conv, with down/up-sampling done *inside* the block on both the main path and the skip path;
+* **BigGAN-style residual blocks** (`sr3_edu.blocks`): GroupNorm → SiLU → conv → GroupNorm → FiLM(γ) → SiLU
+  → dropout → conv, with down/up-sampling done *inside* the block on both the main path and the skip path;
 * **residual sums rescaled by 1/√2**, ``(h + skip)/√2``, so activations keep their variance as
   blocks stack (the U-Net's long skip connections are concatenated, as in DDPM);
 * self-attention at chosen levels, more residual blocks and larger channel multipliers.
@@ -46,6 +46,8 @@ import torch.nn.functional as F
 import torch.utils.checkpoint
 from torch import Tensor, nn
 
+from .blocks import AttnBlock, ResBlock, group_norm
+
 __all__ = [
     "SR3UNet",
     "UNetConfig",
@@ -54,6 +56,8 @@ __all__ = [
     "noise_level_embedding",
     "eps_from_v",
     "eps_with_mean_head",
+    "ResBlock",
+    "AttnBlock",
 ]
 
 PARAMETRISATIONS = ("eps", "v", "mean")
@@ -101,72 +105,6 @@ def eps_with_mean_head(f: Tensor, y_t: Tensor, x_up: Tensor, gamma: Tensor, a: T
     y_mean = y_t.mean(dim=(2, 3), keepdim=True)
     x_mean = x_up.mean(dim=(2, 3), keepdim=True)
     return f - f.mean(dim=(2, 3), keepdim=True) + a * (y_mean - g.sqrt() * x_mean) / (1 - g).sqrt() + c
-
-
-def _groups(ch: int) -> int:
-    g = min(32, max(1, ch // 4))
-    while ch % g:
-        g -= 1
-    return g
-
-
-def _norm(ch: int) -> nn.GroupNorm:
-    return nn.GroupNorm(_groups(ch), ch)
-
-
-class ResBlock(nn.Module):
-    """BigGAN-style residual block with FiLM noise conditioning and the 1/√2 rescaled sum."""
-
-    def __init__(self, c_in: int, c_out: int, emb_dim: int, dropout: float, resample: str | None = None):
-        super().__init__()
-        self.resample = resample
-        self.norm1 = _norm(c_in)
-        self.conv1 = nn.Conv2d(c_in, c_out, 3, padding=1)
-        # FiLM: the embedding sets a per-channel scale and shift of the normalised features.
-        self.film = nn.Linear(emb_dim, 2 * c_out)
-        self.norm2 = _norm(c_out)
-        self.dropout = nn.Dropout(dropout)
-        self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1)
-        nn.init.zeros_(self.conv2.weight)  # each block starts as the identity on its skip path
-        nn.init.zeros_(self.conv2.bias)
-        self.skip = nn.Conv2d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
-
-    def _resample(self, h: Tensor) -> Tensor:
-        if self.resample == "down":
-            return F.avg_pool2d(h, 2)
-        if self.resample == "up":
-            return F.interpolate(h, scale_factor=2.0, mode="nearest")
-        return h
-
-    def forward(self, x: Tensor, emb: Tensor) -> Tensor:
-        h = F.silu(self.norm1(x))
-        h = self.conv1(self._resample(h))
-        scale, shift = self.film(emb)[:, :, None, None].chunk(2, dim=1)  # (B, C, 1, 1) each
-        h = self.norm2(h) * (1 + scale) + shift
-        h = self.conv2(self.dropout(F.silu(h)))
-        # (h + skip) / √2
-        return (h + self.skip(self._resample(x))) * (1 / math.sqrt(2))
-
-
-class AttnBlock(nn.Module):
-    """Multi-head self-attention over all pixels, residual sum rescaled by 1/√2."""
-
-    def __init__(self, ch: int, head_channels: int = 32):
-        super().__init__()
-        self.heads = max(1, ch // head_channels)
-        self.norm = _norm(ch)
-        self.qkv = nn.Conv2d(ch, 3 * ch, 1)
-        self.proj = nn.Conv2d(ch, ch, 1)
-        nn.init.zeros_(self.proj.weight)
-        nn.init.zeros_(self.proj.bias)
-
-    def forward(self, x: Tensor) -> Tensor:
-        B, C, H, W = x.shape
-        q, k, v = self.qkv(self.norm(x)).reshape(B, 3, self.heads, C // self.heads, H * W).unbind(1)
-        # (B, heads, HW, C/heads); the fused kernel never materialises the (HW)² matrix when it can avoid it
-        h = F.scaled_dot_product_attention(q.transpose(-1, -2), k.transpose(-1, -2), v.transpose(-1, -2))
-        h = h.transpose(-1, -2).reshape(B, C, H, W)
-        return (x + self.proj(h)) * (1 / math.sqrt(2))
 
 
 @dataclass
@@ -260,54 +198,68 @@ class SR3UNet(nn.Module):
             head_channels,
             parametrisation,
         )
-        cfg = self.config
         emb_dim = 4 * base_channels
         self.emb_dim = base_channels
         self.noise_mlp = nn.Sequential(
             nn.Linear(base_channels, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim), nn.SiLU()
         )
         self.conv_in = nn.Conv2d(2 * in_channels, base_channels, 3, padding=1)
-
-        chans = [base_channels * m for m in cfg.channel_mults]
-        levels = len(chans)
-        self.down = nn.ModuleList()
-        skips = [base_channels]
-        ch = base_channels
-        for i, c in enumerate(chans):
-            for _ in range(cfg.num_res_blocks):
-                self.down.append(self._stage(ch, c, emb_dim, attn=i in cfg.attn_levels))
-                ch = c
-                skips.append(ch)
-            if i < levels - 1:
-                self.down.append(nn.ModuleList([ResBlock(ch, ch, emb_dim, dropout, resample="down")]))
-                skips.append(ch)
-
+        chans = [base_channels * m for m in self.config.channel_mults]
+        self.down, skips = self._down_path(chans, emb_dim)
+        ch = skips[-1]
         self.mid = nn.ModuleList(
             [ResBlock(ch, ch, emb_dim, dropout), AttnBlock(ch, head_channels), ResBlock(ch, ch, emb_dim, dropout)]
         )
-
-        self.up = nn.ModuleList()
-        for i, c in reversed(list(enumerate(chans))):
-            for _ in range(cfg.num_res_blocks + 1):
-                self.up.append(self._stage(ch + skips.pop(), c, emb_dim, attn=i in cfg.attn_levels))
-                ch = c
-            if i > 0:
-                self.up.append(nn.ModuleList([ResBlock(ch, ch, emb_dim, dropout, resample="up")]))
-
-        self.norm_out = _norm(ch)
-        self.conv_out = nn.Conv2d(ch, in_channels, 3, padding=1)
-        nn.init.zeros_(self.conv_out.weight)
-        nn.init.zeros_(self.conv_out.bias)
-        if parametrisation == "mean":
-            # a(γ) − 1 and c(γ) per channel from the embedding; zero at the start, so a = 1 and c = 0
-            self.mean_head = nn.Linear(emb_dim, 2 * in_channels)
-            nn.init.zeros_(self.mean_head.weight)
-            nn.init.zeros_(self.mean_head.bias)
-        self.multiple = 2 ** (levels - 1)
+        self.up, ch = self._up_path(chans, skips, emb_dim)
+        self._output_layers(ch, emb_dim)
+        self.multiple = 2 ** (len(chans) - 1)
         # Activation checkpointing (training only): keep each stage's input, recompute its activations in the
         # backward pass. Same gradients, about one more forward pass of compute, far less memory: what lets the
         # paper-size model train at a useful batch on one GPU. Not part of `config`: it changes no weight or output.
         self.activation_checkpointing = False
+
+    def _down_path(self, chans: list[int], emb_dim: int) -> tuple[nn.ModuleList, list[int]]:
+        """The stages of the way down and the channels of every output kept for a skip (the last: where it ends)."""
+        cfg = self.config
+        down = nn.ModuleList()
+        skips = [cfg.base_channels]
+        ch = cfg.base_channels
+        for i, c in enumerate(chans):
+            for _ in range(cfg.num_res_blocks):
+                down.append(self._stage(ch, c, emb_dim, attn=i in cfg.attn_levels))
+                ch = c
+                skips.append(ch)
+            if i < len(chans) - 1:
+                down.append(nn.ModuleList([ResBlock(ch, ch, emb_dim, cfg.dropout, resample="down")]))
+                skips.append(ch)
+        return down, skips
+
+    def _up_path(self, chans: list[int], skips: list[int], emb_dim: int) -> tuple[nn.ModuleList, int]:
+        """The stages of the way up, each taking its mirror's skip on the way down; and the channels it ends with."""
+        cfg = self.config
+        skips = list(skips)
+        ch = skips[-1]
+        up = nn.ModuleList()
+        for i, c in reversed(list(enumerate(chans))):
+            for _ in range(cfg.num_res_blocks + 1):
+                up.append(self._stage(ch + skips.pop(), c, emb_dim, attn=i in cfg.attn_levels))
+                ch = c
+            if i > 0:
+                up.append(nn.ModuleList([ResBlock(ch, ch, emb_dim, cfg.dropout, resample="up")]))
+        return up, ch
+
+    def _output_layers(self, ch: int, emb_dim: int) -> None:
+        """GroupNorm → SiLU → conv to the image's channels (zero at the start), and the "mean" head where it is used."""
+        in_channels = self.config.in_channels
+        self.norm_out = group_norm(ch)
+        self.conv_out = nn.Conv2d(ch, in_channels, 3, padding=1)
+        nn.init.zeros_(self.conv_out.weight)
+        nn.init.zeros_(self.conv_out.bias)
+        if self.config.parametrisation == "mean":
+            # a(γ) − 1 and c(γ) per channel from the embedding; zero at the start, so a = 1 and c = 0
+            self.mean_head = nn.Linear(emb_dim, 2 * in_channels)
+            nn.init.zeros_(self.mean_head.weight)
+            nn.init.zeros_(self.mean_head.bias)
 
     def _stage(self, c_in: int, c_out: int, emb_dim: int, attn: bool) -> nn.ModuleList:
         blocks = [ResBlock(c_in, c_out, emb_dim, self.config.dropout)]

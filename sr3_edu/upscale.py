@@ -8,9 +8,7 @@ right and bottom by reflection, and the output cropped back to exactly (w·scale
 
 from __future__ import annotations
 
-import argparse
-import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,18 +16,15 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from .checkpoint import load_model
-from .devices import resolve_device
+from .checkpoint import ModelInfo, load_model
 from .diffusion import RefinementStep, q_sample, sample
-from .files import write_atomic
-from .flags import HelpFormatter, add_sampler_arguments, add_tile_argument, sampler_options
-from .images import IMAGE_SUFFIXES, load_rgb, to_image, to_tensor, upscale_bicubic
+from .images import to_image, to_tensor, upscale_bicubic
 from .inference import SamplerOptions, training_schedule
 from .pipeline import FastNetwork, pad_like, pad_lr, tiled
 from .regression import regress
 from .schedule import NoiseSchedule
 
-__all__ = ["super_resolve", "write_image_atomic", "add_arguments", "run"]
+__all__ = ["super_resolve"]
 
 
 def _as_batch(x: Tensor | Image.Image | Sequence[Image.Image]) -> tuple[list[Tensor], str]:
@@ -68,7 +63,7 @@ def super_resolve(
     tile: int | str | None = "auto",
     precision: str = "auto",
     train_schedule: NoiseSchedule | None = None,
-    info: dict | None = None,
+    info: ModelInfo | Mapping[str, Any] | None = None,
     objective: str | None = None,
     y_T: Tensor | None = None,
     return_trajectory: bool | int = False,
@@ -76,10 +71,10 @@ def super_resolve(
 ) -> Any:
     """Super-resolve ``x_lr`` by ``scale``: pad, sample (or regress), crop back, clip to [−1, 1].
 
-    ``model`` is a network (with ``info``, the dict `sr3_edu.checkpoint.load_model` returns, supplying the scale,
+    ``model`` is a network (with ``info``, the `ModelInfo` `sr3_edu.checkpoint.load_model` returns, supplying the scale,
     the objective and default sampler options) or a path to a model file. ``x_lr`` is a tensor (B, C, h, w) or
     (C, h, w) in [−1, 1], a PIL image or a list of PIL images (any sizes); the result has the same form with
-    sides × ``scale``. Options left at None come from ``info["inference"]``, then `DEFAULT_INFERENCE`.
+    sides × ``scale``. Options left at None come from ``info.inference``, then `DEFAULT_INFERENCE`.
 
     ``start="bicubic"`` starts part-way at γ_start from the bicubic image (Chung et al. 2022, not the paper's
     Algorithm 2); it makes its own y_T, so a ``y_T`` given with it is refused. ``clip_y0`` clips ŷ_0 to [−1, 1]
@@ -102,9 +97,9 @@ def super_resolve(
     """
     if isinstance(model, (str, Path)):
         model, info = load_model(model)
-    info = info or {}
-    objective = objective or info.get("objective", "sr3")
-    scale = int(scale or info.get("scale") or 0)
+    info = ModelInfo.of(info)
+    objective = objective or info.objective
+    scale = int(scale or info.scale or 0)
     if scale < 1:
         raise ValueError("give the scale (the model file stores it; pass info=… or scale=…)")
     given = {"steps": steps, "variance": variance, "start": start, "gamma_start": gamma_start, "clip_y0": clip_y0}
@@ -118,73 +113,94 @@ def super_resolve(
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     if generator is None and seed is not None:
         generator = torch.Generator().manual_seed(int(seed))
-    if train_schedule is None:
-        train_schedule = training_schedule(info)
-    schedule = opts.schedule(train_schedule)
-    multiple = getattr(model, "multiple", 1)
-    fast = FastNetwork(model, precision)
+    schedule = opts.schedule(train_schedule if train_schedule is not None else training_schedule(info))
     batches, kind = _as_batch(x_lr)
     if return_trajectory and kind not in ("tensor", "tensor3"):
         raise ValueError("return_trajectory needs a tensor input")
 
-    # Split into chunks of batch_size (images of different sizes always go alone).
-    chunks = [(i, b[j : j + batch_size]) for i, b in enumerate(batches) for j in range(0, b.shape[0], batch_size)]
-    bar = None
-    if progress and len(chunks) > 1:
-        from tqdm.auto import tqdm
+    outputs, trajectories = _refine_batches(
+        FastNetwork(model, precision),
+        batches,
+        opts,
+        schedule,
+        scale=scale,
+        objective=objective,
+        batch_size=batch_size,
+        tile=tile,
+        y_T=y_T,
+        generator=generator,
+        progress=progress,
+        trajectory=return_trajectory,
+        compile=compile,
+    )
+    return _unbatch(outputs, kind, _merge_steps(trajectories) if return_trajectory else None)
 
-        bar = tqdm(total=sum(c.shape[0] for _, c in chunks), desc="super-resolving", unit="image")
+
+def _refine_batches(fast: FastNetwork, batches, opts, schedule, *, scale, objective, batch_size, tile, y_T, **chain):
+    """Every image of ``batches`` refined (or regressed) in chunks of ``batch_size``: (outputs per batch, the
+    trajectory of each chunk)."""
+    from tqdm.auto import tqdm
+
+    # chunks of batch_size (images of different sizes always go alone)
+    chunks = [(i, b[j : j + batch_size]) for i, b in enumerate(batches) for j in range(0, b.shape[0], batch_size)]
     outputs: list[list[Tensor]] = [[] for _ in batches]
     trajectories: list[list[RefinementStep]] = []
     offset = 0
-    for i, chunk in chunks:
-        x, h, w = pad_lr(chunk.float(), scale, multiple)
-        net = tiled(fast, tile, scale, x.shape[-2] * scale, x.shape[-1] * scale) or fast
-        if objective == "regression":
-            y, traj = regress(net, x, scale=scale), None
-        else:
-            start_y = None
-            if y_T is not None:
-                start_y = pad_like(y_T[offset : offset + chunk.shape[0]], h * scale, w * scale, x.shape, scale)
-            elif opts.start == "bicubic":
-                up = upscale_bicubic(x, scale).clamp(-1, 1)
-                eps = torch.randn(up.shape, generator=generator, device=generator.device if generator else "cpu")
-                # y_S = √γ_S · bicubic(x) + √(1−γ_S) · ε   (the chain's first noise level γ_S ≈ γ_start)
-                start_y = q_sample(up, schedule.gammas[-1].float(), eps.to(up))
-            result = sample(
-                net,
-                x,
-                schedule,
-                scale=scale,
-                variance=opts.variance,
-                generator=generator,
-                progress=progress,
-                y_T=start_y,
-                return_trajectory=return_trajectory,
-                clip_y0=opts.clip_y0,
-                compile=compile,
-                sampler=opts.sampler,
-                eta=opts.eta,
-            )
-            y, traj = result if return_trajectory else (result, None)
-        offset += chunk.shape[0]
-        outputs[i].append(y[..., : h * scale, : w * scale].float().clamp(-1, 1).cpu())
-        if traj is not None:
-            trajectories.append(_crop_steps(traj, h * scale, w * scale))
-        if bar is not None:
-            bar.update(chunk.shape[0])
-    if bar is not None:
-        bar.close()
+    total = sum(c.shape[0] for _, c in chunks)
+    with tqdm(
+        total=total, desc="super-resolving", unit="image", disable=not chain["progress"] or len(chunks) == 1
+    ) as bar:
+        for i, chunk in chunks:
+            n = chunk.shape[0]
+            x, h, w = pad_lr(chunk.float(), scale, getattr(fast.model, "multiple", 1))
+            H, W = h * scale, w * scale  # the output's size before padding
+            net = tiled(fast, tile, scale, x.shape[-2] * scale, x.shape[-1] * scale) or fast
+            if objective == "regression":
+                y, traj = regress(net, x, scale=scale), None
+            else:
+                y_start = None if y_T is None else pad_like(y_T[offset : offset + n], H, W, x.shape, scale)
+                y, traj = _refine(net, x, schedule, opts, y_start, scale=scale, **chain)
+            offset += n
+            outputs[i].append(y[..., :H, :W].float().clamp(-1, 1).cpu())
+            if traj is not None:
+                trajectories.append(_crop_steps(traj, H, W))
+            bar.update(n)
+    return [torch.cat(o) for o in outputs], trajectories
 
-    out = [torch.cat(o) for o in outputs]
+
+def _refine(net, x, schedule, opts: SamplerOptions, y_start, *, scale, generator, progress, trajectory, compile):
+    """One chunk through the chain `opts` describes: (y_0, its trajectory or None)."""
+    if y_start is None and opts.start == "bicubic":
+        up = upscale_bicubic(x, scale).clamp(-1, 1)
+        eps = torch.randn(up.shape, generator=generator, device=generator.device if generator else "cpu")
+        # y_S = √γ_S · bicubic(x) + √(1−γ_S) · ε   (the chain's first noise level γ_S ≈ γ_start)
+        y_start = q_sample(up, schedule.gammas[-1].float(), eps.to(up))
+    result = sample(
+        net,
+        x,
+        schedule,
+        scale=scale,
+        variance=opts.variance,
+        generator=generator,
+        progress=progress,
+        y_T=y_start,
+        return_trajectory=trajectory,
+        clip_y0=opts.clip_y0,
+        compile=compile,
+        sampler=opts.sampler,
+        eta=opts.eta,
+    )
+    return result if trajectory else (result, None)
+
+
+def _unbatch(out: list[Tensor], kind: str, trajectory: list[RefinementStep] | None):
+    """The outputs in the form the input came in (see `_as_batch`), with the trajectory when one was asked for."""
     if kind == "pil":
         return to_image(out[0][0])
     if kind == "pil_list":
         return [to_image(o[0]) for o in out]
     result = out[0][0] if kind == "tensor3" else out[0]
-    if return_trajectory:
-        return result, _merge_steps(trajectories)
-    return result
+    return result if trajectory is None else (result, trajectory)
 
 
 def _crop_steps(steps: list[RefinementStep], H: int, W: int) -> list[RefinementStep]:
@@ -202,121 +218,3 @@ def _merge_steps(per_chunk: list[list[RefinementStep]]) -> list[RefinementStep]:
         y0 = None if parts[0].y0_hat is None else torch.cat([p.y0_hat for p in parts])
         merged.append(RefinementStep(parts[0].t, parts[0].gamma, torch.cat([p.y_t for p in parts]), y0))
     return merged
-
-
-# ---------------------------------------------------------------------------------------------------- files
-
-
-def write_image_atomic(img: Image.Image, path: str | Path) -> Path:
-    """Save ``img`` to ``path`` via a temporary file and a rename: an interrupted run leaves no half-written image.
-
-    The format follows the suffix (PNG, JPEG, …); an unknown suffix is refused before anything is written.
-    """
-    path = Path(path)
-    fmt = Image.registered_extensions().get(path.suffix.lower())
-    if fmt is None or path.suffix.lower() not in IMAGE_SUFFIXES:
-        raise ValueError(f"cannot tell the image format of {path}: use a suffix among {', '.join(IMAGE_SUFFIXES)}")
-    return write_atomic(path, lambda f: img.save(f, format=fmt))
-
-
-def _input_files(path: Path) -> list[Path]:
-    if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-        if not files:
-            raise ValueError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in the folder {path}")
-        return files
-    if not path.exists():
-        raise FileNotFoundError(f"input {path} does not exist")
-    return [path]
-
-
-# ------------------------------------------------------------------------------------------------------ CLI
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.formatter_class = HelpFormatter
-    p.add_argument(
-        "--checkpoint",
-        default=None,
-        help="model file or training checkpoint (default: the SR3 model shipped with the package); "
-        "a regression model file runs the regression baseline",
-    )
-    p.add_argument("--input", required=True, help="an image, or a folder of images (.png, .jpg, …), any size")
-    p.add_argument(
-        "--output",
-        required=True,
-        help="output image path for one input (format from its suffix); a folder for a folder (PNG files)",
-    )
-    add_sampler_arguments(p)
-    add_tile_argument(p)
-    p.add_argument(
-        "--skip-bad-images", action="store_true", help="in a folder, skip unreadable files instead of stopping"
-    )
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
-
-
-def run(args: argparse.Namespace) -> int:
-    src = Path(args.input)
-    files = _input_files(src)
-    folder = src.is_dir()
-    out = Path(args.output)
-    if folder and out.exists() and not out.is_dir():
-        raise ValueError(f"--input is a folder, so --output must be a folder, but {out} is a file")
-    if not folder:
-        if out.is_dir():
-            out = out / (src.stem + ".png")
-        elif out.suffix.lower() not in IMAGE_SUFFIXES:
-            raise ValueError(f"--output {out} needs an image suffix ({', '.join(IMAGE_SUFFIXES)})")
-    if args.batch_size < 1:
-        raise ValueError(f"--batch-size must be at least 1, got {args.batch_size}")
-
-    # Read everything first: a bad file stops the run before any model work or any output.
-    images: list[tuple[Path, Image.Image]] = []
-    for f in files:
-        try:
-            img, note = load_rgb(f)
-        except ValueError:
-            if folder and args.skip_bad_images:
-                print(f"skipping unreadable {f}", file=sys.stderr)
-                continue
-            raise
-        if note:
-            print(note, file=sys.stderr)
-        images.append((f, img))
-    if not images:
-        raise ValueError(f"no readable images in {src}")
-
-    model, info = load_model(args.checkpoint, device=resolve_device(args.device), objective="sr3")
-    scale = info["scale"]
-    opts = SamplerOptions.resolve(info, **sampler_options(args))
-    what = (
-        "regression"
-        if info["objective"] == "regression"
-        else f"SR3 ({info.get('parametrisation', 'eps')}-parametrised f_θ), {opts.describe()}"
-    )
-    print(f"{info['path']}: ×{scale} {what}", file=sys.stderr)
-
-    generator = torch.Generator().manual_seed(args.seed)
-    progress = not args.no_progress
-    iterator = images
-    if progress and len(images) > 1:
-        from tqdm.auto import tqdm
-
-        iterator = tqdm(images, desc="images", unit="image")
-    for f, img in iterator:
-        sr = super_resolve(
-            model,
-            img,
-            info=info,
-            options=opts,
-            generator=generator,
-            batch_size=args.batch_size,
-            progress=progress,
-            tile=args.tile,
-            precision=args.precision,
-            compile=args.compile,
-        )
-        target = out / (f.stem + ".png") if folder else out
-        write_image_atomic(sr, target)
-        print(f"{f} ({img.width}×{img.height}) → {target} ({sr.width}×{sr.height})", file=sys.stderr)
-    return 0

@@ -125,7 +125,7 @@ def test_model_file_round_trip(tmp_path, half):
     stored = torch.load(path, weights_only=True)["weights"]
     assert next(iter(stored.values())).dtype == (torch.float16 if half else torch.float32)
     loaded, info = load_model(path)
-    assert info["objective"] == "sr3" and info["scale"] == 4 and info["meta"]["steps"] == 3
+    assert info.objective == "sr3" and info.scale == 4 and info.meta["steps"] == 3
     x, y = torch.randn(1, 3, 4, 4), torch.randn(1, 3, 16, 16)
     with torch.no_grad():
         want, got = model(x, y, torch.tensor([0.3])), loaded(x, y, torch.tensor([0.3]))
@@ -138,8 +138,8 @@ def test_model_file_round_trip(tmp_path, half):
 
 def test_load_model_strict_refuses_a_model_of_another_objective(tmp_path):
     path = save_atomic(model_file(small_model(), objective="regression", scale=4), tmp_path / "r.pt")
-    assert load_model(path)[1]["objective"] == "regression"  # objective only picks the shipped file
-    assert load_model(path, objective="regression", strict=True)[1]["objective"] == "regression"
+    assert load_model(path)[1].objective == "regression"  # objective only picks the shipped file
+    assert load_model(path, objective="regression", strict=True)[1].objective == "regression"
     with pytest.raises(ValueError, match="is a 'regression' model, but a 'sr3' one is needed here"):
         load_model(path, strict=True)
 

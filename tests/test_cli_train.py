@@ -244,7 +244,7 @@ def test_export_writes_a_small_fp16_model_with_metadata(trained, tmp_path, capsy
     ema, _ = load_model(trained / "checkpoints" / "last.pt")
     for name, t in model.state_dict().items():  # the EMA weights, rounded to fp16
         assert torch.equal(t, ema.state_dict()[name].half().float())
-    assert info["meta"]["steps"] == 3 and info["inference"]["steps"] == 100
+    assert info.meta["steps"] == 3 and info.inference["steps"] == 100
     assert "wrote" in capsys.readouterr().out
 
 
@@ -298,7 +298,7 @@ def test_parametrisation_flag_sets_the_unet_field_keeps_other_overrides_and_resu
     out = tmp_path / "run"
     assert main(micro_args(image_folder, out, "--steps", "2", "--parametrisation", "v")) == 0
     model, info = load_model(out / "checkpoints" / "last.pt")
-    assert info["parametrisation"] == "v" and model.config.base_channels == MICRO_UNET["base_channels"]
+    assert info.parametrisation == "v" and model.config.base_channels == MICRO_UNET["base_channels"]
     capsys.readouterr()
     assert main(["train", "--out", str(out), "--resume", "--steps", "3", "--parametrisation", "eps"]) == 1
     assert "parametrisation" in one_error_line(capsys)
@@ -314,4 +314,4 @@ def test_a_run_from_before_the_parametrisation_field_resumes_as_the_eps_network(
     ckpt["config"]["unet_overrides"].pop("parametrisation")
     torch.save(ckpt, last)
     assert main(["train", "--out", str(out), "--resume", "--steps", "3"]) == 0
-    assert load_model(last)[1]["parametrisation"] == "eps"
+    assert load_model(last)[1].parametrisation == "eps"

@@ -36,13 +36,13 @@ def pair(seed=0):
 
 def test_an_exact_noise_estimate_has_no_error_and_a_constant_bias_is_divided_by_sqrt_gamma():
     hr, lr = pair()
-    exact = noise_estimate_errors(Oracle(), hr, lr, (1e-4, 0.5), repeats=2)
+    exact = noise_estimate_errors(Oracle(), lr, hr, (1e-4, 0.5), repeats=2)
     for row in exact:
         assert row["eps_mse"] < 1e-8 and row["eps_bias"] < 1e-4
         assert row["mean_response"] == pytest.approx(row["mean_response_exact"], rel=1e-3)
-    blind = noise_estimate_errors(Oracle(blind=True), hr, lr, (1e-4, 0.5), repeats=1)
+    blind = noise_estimate_errors(Oracle(blind=True), lr, hr, (1e-4, 0.5), repeats=1)
     assert all(abs(row["mean_response"]) < 1e-3 for row in blind)
-    biased = noise_estimate_errors(Oracle(bias=0.01), hr, lr, (1e-4, 0.5), repeats=2)
+    biased = noise_estimate_errors(Oracle(bias=0.01), lr, hr, (1e-4, 0.5), repeats=2)
     for row in biased:
         g = row["gamma"]
         assert row["eps_bias"] == pytest.approx(0.01, abs=1e-4)

@@ -11,8 +11,9 @@ from PIL import Image
 
 from sr3_edu.checkpoint import model_file, save_atomic
 from sr3_edu.cli import main
-from sr3_edu.evaluate import METRICS, evaluate, prepare_pair
+from sr3_edu.evaluate import METRICS, evaluate
 from sr3_edu.images import downscale_pil
+from sr3_edu.protocol import prepare_pair
 from sr3_edu.report import METHODS, format_search, format_table
 from sr3_edu.schedule import NoiseSchedule
 from sr3_edu.search import default_candidates, rank_schedules, search_schedules
@@ -76,10 +77,10 @@ def test_a_model_files_linear_chain_is_used_unless_betas_off_asks_for_the_respac
 
 
 def test_prepare_pair_crops_to_the_scale_and_makes_the_training_lr():
-    hr, lr = prepare_pair(photo(50, 38), 4)
+    lr, hr = prepare_pair(photo(50, 38), 4)
     assert hr.size == (48, 36) and lr.size == (12, 9)
     assert np.array_equal(np.asarray(lr), np.asarray(downscale_pil(hr, 4)))
-    hr, lr = prepare_pair(photo(50, 38), 4, crop=30)  # center crop 30×30 → 28×28
+    lr, hr = prepare_pair(photo(50, 38), 4, crop=30)  # center crop 30×30 → 28×28
     assert hr.size == (28, 28) and lr.size == (7, 7)
     with pytest.raises(ValueError, match="smaller than the scale"):
         prepare_pair(photo(3, 30), 4)

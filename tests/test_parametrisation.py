@@ -66,8 +66,8 @@ def test_v_form_with_the_exact_v_gives_the_exact_noise_estimate(gamma):
 def test_v_form_blind_to_offsets_still_responds_with_sqrt_one_minus_gamma():
     """The ε-network that ignores offsets has gain 0 (the drift); the v-form's skip term gives √(1−γ) ≈ 1."""
     y0, lr = photo_pair()
-    exact = noise_estimate_errors(VNet(), y0, lr, GAMMAS, repeats=1)
-    blind = noise_estimate_errors(VNet(blind=True), y0, lr, GAMMAS, repeats=1)
+    exact = noise_estimate_errors(VNet(), lr, y0, GAMMAS, repeats=1)
+    blind = noise_estimate_errors(VNet(blind=True), lr, y0, GAMMAS, repeats=1)
     for e, b in zip(exact, blind):
         assert e["mean_response"] == pytest.approx(e["mean_response_exact"], rel=1e-3)
         assert b["mean_response"] == pytest.approx(math.sqrt(1 - b["gamma"]), rel=1e-3)
@@ -141,7 +141,7 @@ def test_a_model_file_without_the_field_loads_as_the_eps_network(tmp_path):
     torch.save(obj, tmp_path / "old.pt")
     loaded, info = load_model(tmp_path / "old.pt")
     assert loaded.config.parametrisation == "eps"
-    assert info["parametrisation"] == "eps"
+    assert info.parametrisation == "eps"
 
 
 def test_offset_noise_adds_one_constant_per_image_and_channel_to_the_training_noise():

@@ -6,9 +6,9 @@ import torch
 from sr3_edu.builtin import builtin_images
 from sr3_edu.checkpoint import load_model
 from sr3_edu.devices import native_bf16, resolve_precision
-from sr3_edu.evaluate import tensor_pairs
 from sr3_edu.metrics import seam_ratio
 from sr3_edu.pipeline import AUTO_TILE, FastNetwork, auto_tile, tiled
+from sr3_edu.protocol import tensor_pairs
 from sr3_edu.upscale import super_resolve
 
 SEAM_TOLERANCE = 1.1
@@ -23,7 +23,7 @@ def shipped():
 @pytest.fixture(scope="module")
 def photo_lr():
     """A built-in validation photo: its 256² centre crop, as the 64² input of a ×4 model."""
-    _, lr = tensor_pairs({"grace_hopper": builtin_images("val")["grace_hopper"]}, 4, 256)["grace_hopper"]
+    lr, _ = tensor_pairs({"grace_hopper": builtin_images("val")["grace_hopper"]}, 4, 256)["grace_hopper"]
     return lr
 
 

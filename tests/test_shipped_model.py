@@ -11,8 +11,8 @@ import torch
 from sr3_edu import metrics
 from sr3_edu.builtin import builtin_images
 from sr3_edu.checkpoint import load_model, shipped_model_path
-from sr3_edu.evaluate import tensor_pairs
 from sr3_edu.images import upscale_bicubic
+from sr3_edu.protocol import tensor_pairs
 from sr3_edu.upscale import super_resolve
 
 
@@ -25,20 +25,20 @@ def shipped():
 def chains(shipped):
     model, info = shipped
     images = {k: v for k, v in builtin_images("val").items() if k in ("rocket", "chelsea")}
-    pairs = tensor_pairs(images, info["scale"], crop=64)
-    hr = torch.cat([p[0] for p in pairs.values()])
-    lr = torch.cat([p[1] for p in pairs.values()])
+    pairs = tensor_pairs(images, info.scale, crop=64)
+    lr = torch.cat([x for x, _ in pairs.values()])
+    hr = torch.cat([y0 for _, y0 in pairs.values()])
     torch.manual_seed(0)
     out = super_resolve(
         model, lr, info=info, steps=50, variance="paper", start="noise", clip_y0=False, betas=None, seed=0
     )
-    return hr, lr, out, info["scale"]
+    return hr, lr, out, info.scale
 
 
 def test_the_shipped_sr3_model_is_v_parametrised(shipped):
     _, info = shipped
-    assert info["objective"] == "sr3"
-    assert info["parametrisation"] == "v"
+    assert info.objective == "sr3"
+    assert info.parametrisation == "v"
 
 
 def test_algorithm_2_from_pure_noise_keeps_the_photos_colour(chains):

@@ -221,7 +221,7 @@ def test_checkpoint_layout(tmp_path):
     assert ckpt["meta"]["segments"][0]["to_step"] == 5
     # load_model takes the EMA weights, which differ from the raw ones
     model, info = load_model(tmp_path / "checkpoints" / "last.pt")
-    assert info["step"] == 5
+    assert info.step == 5
     for name, t in model.state_dict().items():
         assert torch.equal(t, trainer.ema.state_dict()[name])
     assert any(not torch.equal(a, b) for a, b in zip(trainer.raw.parameters(), trainer.ema.parameters()))

@@ -14,7 +14,8 @@ from PIL import Image
 
 from sr3_edu.checkpoint import model_file, save_atomic
 from sr3_edu.cli import main
-from sr3_edu.flags import add_sampler_arguments, sampler_options
+from sr3_edu.commands.flags import add_sampler_arguments, sampler_options
+from sr3_edu.files import write_image_atomic
 from sr3_edu.images import upscale_bicubic
 from sr3_edu.inference import (
     DEFAULT_INFERENCE,
@@ -28,7 +29,7 @@ from sr3_edu.pipeline import TiledModel
 from sr3_edu.regression import regress
 from sr3_edu.schedule import NoiseSchedule
 from sr3_edu.unet import SR3UNet
-from sr3_edu.upscale import super_resolve, write_image_atomic
+from sr3_edu.upscale import super_resolve
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -346,6 +347,34 @@ def test_upscale_folder_to_folder_with_the_model_default_steps(tmp_path, capsys)
     sizes = {p.name: Image.open(p).size for p in sorted(out.iterdir())}
     assert sizes == {"a.png": (36, 56), "b.png": (64, 20)}
     assert "2 steps, variance=posterior" in capsys.readouterr().err
+
+
+def test_upscale_folder_goes_into_subfolders_and_mirrors_them_in_the_output(tmp_path):
+    ckpt = write_model(tmp_path / "model.pt", inference={"steps": 2})
+    src = tmp_path / "in"
+    (src / "trip" / "day1").mkdir(parents=True)
+    random_image(src / "a.png", 8, 8)
+    random_image(src / "trip" / "a.jpg", 8, 4, seed=1)  # the same stem as a.png, in another folder: no clash
+    random_image(src / "trip" / "day1" / "c.png", 4, 8, seed=2)
+    (src / ".hidden").mkdir()
+    random_image(src / ".hidden" / "d.png", 8, 8, seed=3)  # hidden folders are left out, as in training
+    out = tmp_path / "out"
+    assert main(["upscale", "--checkpoint", str(ckpt), "--input", str(src), "--output", str(out), "--no-progress"]) == 0
+    written = {p.relative_to(out).as_posix(): Image.open(p).size for p in out.rglob("*.png")}
+    assert written == {"a.png": (32, 32), "trip/a.png": (32, 16), "trip/day1/c.png": (16, 32)}
+
+
+def test_upscale_folder_refuses_two_inputs_that_would_write_one_output_before_any_work(tmp_path, capsys):
+    ckpt = write_model(tmp_path / "model.pt", inference={"steps": 2})
+    src = tmp_path / "in"
+    src.mkdir()
+    random_image(src / "a.png", 8, 8)
+    random_image(src / "a.jpg", 8, 8, seed=1)
+    out = tmp_path / "out"
+    assert main(["upscale", "--checkpoint", str(ckpt), "--input", str(src), "--output", str(out), "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert "a.jpg" in err and "a.png" in err and "rename" in err
+    assert not out.exists()
 
 
 def test_upscale_folder_with_a_bad_file_stops_before_writing_unless_told_to_skip(tmp_path, capsys):

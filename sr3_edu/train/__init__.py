@@ -45,18 +45,18 @@ Where each part is (one idea a module):
 
 * `sr3_edu.train.config`: `TrainConfig`, every option of a run with its documentation, the presets, their checks;
 * `sr3_edu.train.trainer`: the `Trainer`: Algorithm 1's step (`Trainer.train_step`), the loop (`Trainer.train`);
+* `sr3_edu.train.progress`: what a run shows as it goes: the progress bar, metrics.jsonl, the sample grids;
 * `sr3_edu.train.stream`: the exactly resumable data order (`BatchStream`) and the fixed validation batch;
 * `sr3_edu.train.seeds`: the seed of every random draw, from (seed, purpose, step, rank);
 * `sr3_edu.train.state`: the checkpoint dict, every RNG state, the checks on resume, the run folder's hygiene;
 * `sr3_edu.train.provenance`: what a checkpoint records about how it was made (hardware, data, launches);
 * `sr3_edu.train.distributed`: torchrun and DistributedDataParallel;
 * `sr3_edu.train.signals`: SIGTERM handled like Ctrl-C, so a stopped job saves its last whole step;
-* `sr3_edu.train.cli`: ``sr3-edu train``, its flags generated from `TrainConfig`'s field docstrings.
+* `sr3_edu.commands.train`: ``sr3-edu train``, its flags generated from `TrainConfig`'s field docstrings.
 """
 
 from __future__ import annotations
 
-from .cli import add_train_arguments, run_train
 from .config import PRESETS, ConfigError, TrainConfig
 from .provenance import format_duration, hardware
 from .state import RunExistsError
@@ -68,8 +68,6 @@ __all__ = [
     "Trainer",
     "ConfigError",
     "RunExistsError",
-    "add_train_arguments",
-    "run_train",
     "format_duration",
     "hardware",
 ]

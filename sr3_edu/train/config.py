@@ -1,7 +1,7 @@
 """What defines a training run: `TrainConfig` (every field documented where it is declared), its presets, its checks.
 
 A field's docstring starts with a one-paragraph summary, which is also its ``--help`` text on the command line
-(`sr3_edu.train.cli`), and goes on with the details; `field_docs` reads them back from this file.
+(`sr3_edu.commands.train`), and goes on with the details; `field_docs` reads them back from this file.
 """
 
 from __future__ import annotations

@@ -3,13 +3,13 @@
 Algorithm 1 (Training a denoising model f_θ), one optimizer step:
     (x, y_0) ~ p(x, y);  γ ~ p(γ);  ε ~ N(0, I)
     take a gradient step on  ∇_θ ‖f_θ(x, √γ·y_0 + √(1−γ)·ε, γ) − ε‖_p^p
-`sr3_edu.diffusion.loss` computes the loss; this module runs the steps, the EMA, the samples and the saves.
+`sr3_edu.diffusion.loss` computes the loss; this module runs the steps, the EMA and the saves;
+`sr3_edu.train.progress` draws the sample grids and writes the log.
 """
 
 from __future__ import annotations
 
 import copy
-import json
 import os
 import sys
 import time
@@ -22,14 +22,13 @@ from torch import Tensor
 from .. import diffusion
 from ..checkpoint import save_atomic
 from ..devices import resolve_device, resolve_precision
-from ..files import write_atomic
-from ..images import to_image, upscale_bicubic
-from ..regression import regress, regression_loss
+from ..regression import regression_loss
 from ..unet import SR3UNet, UNetConfig
 from . import distributed, state
 from .config import ConfigError, TrainConfig
+from .progress import append_metrics, progress_bar, save_sample_grid
 from .provenance import describe_data, new_segment
-from .seeds import INIT, NOISE, STEP, VAL, mix_seeds
+from .seeds import INIT, NOISE, STEP, mix_seeds
 from .signals import sigterm_as_interrupt
 from .stream import make_dataset, make_loader, stream_position, validation_batch
 
@@ -140,7 +139,7 @@ class Trainer:
         a job) saves ``last.pt`` (single process) first, then stops."""
         cfg = self.config
         batches = make_loader(self.dataset, cfg, self.samples_seen, self.rank, self.world, self.device)
-        bar = _progress(cfg.steps, self.step, disable=not self.is_main)
+        bar = progress_bar(cfg.steps, self.step, disable=not self.is_main)
         self._seconds_at = t_log = time.perf_counter()
         images, saved_at, loss = 0, self.step, None
         with sigterm_as_interrupt():
@@ -255,30 +254,18 @@ class Trainer:
             "wall_time": self.train_seconds(),
         }
         if self.is_main:
-            with open(self.out / "metrics.jsonl", "a") as f:
-                f.write(json.dumps(record) + "\n")
+            append_metrics(self.out / "metrics.jsonl", record)
         bar.set_postfix(loss=f"{record['loss']:.4f}", img_s=f"{images_per_s:.1f}", refresh=False)
 
-    @torch.no_grad()
     def sample_grid(self, path: str | os.PathLike | None = None) -> Path:
         """Super-resolve the fixed validation batch with the EMA weights; save rows bicubic | sample | HR as a PNG.
 
         SR3 samples with Algorithm 2 on the training schedule respaced to ``sample_steps``; the regression baseline
         is one forward pass."""
-        cfg = self.config
-        x_lr, y0 = self.val_batch  # (n, 3, h, w), (n, 3, H, W)
-        with self._autocast():
-            if cfg.objective == "regression":
-                y = regress(self.ema, x_lr.to(self.device), scale=cfg.scale)
-            else:
-                schedule = self.schedule.respace(cfg.sample_steps)
-                g = torch.Generator().manual_seed(mix_seeds(cfg.seed, VAL))
-                # ŷ_0 clipped: a young model's unclipped chain from pure noise can leave the image range entirely
-                y = diffusion.sample(self.ema, x_lr, schedule, scale=cfg.scale, generator=g, clip_y0=True)
-        rows = [upscale_bicubic(x_lr, cfg.scale), y.float().cpu(), y0]
-        grid = torch.cat([torch.cat(list(r), dim=-1) for r in rows], dim=-2)  # (3, 3·H, n·W)
         path = Path(path) if path is not None else self.out / "samples" / f"step_{self.step:07d}.png"
-        return write_atomic(path, lambda f: to_image(grid).save(f, format="PNG"))
+        return save_sample_grid(
+            path, self.ema, self.val_batch, self.config, self.schedule, self.device, self._autocast()
+        )
 
     # ------------------------------------------------------------------------------------------------ checkpoints
     def checkpoint(self) -> dict[str, Any]:
@@ -347,11 +334,3 @@ class Trainer:
 
 def _every(step: int, n: int) -> bool:
     return bool(n) and step % n == 0
-
-
-def _progress(total: int, initial: int, disable: bool):
-    from tqdm.auto import tqdm
-
-    # When stderr is a file (a background run), a few updates a minute are plenty.
-    mininterval = 0.1 if sys.stderr.isatty() else 30.0
-    return tqdm(total=total, initial=initial, disable=disable, unit="step", dynamic_ncols=True, mininterval=mininterval)

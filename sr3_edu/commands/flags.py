@@ -6,9 +6,9 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from .devices import PRECISIONS
-from .diffusion import SAMPLERS
-from .pipeline import AUTO_TILE
+from ..devices import PRECISIONS
+from ..diffusion import SAMPLERS
+from ..pipeline import AUTO_TILE
 
 __all__ = [
     "HelpFormatter",

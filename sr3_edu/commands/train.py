@@ -17,15 +17,15 @@ import typing
 from pathlib import Path
 from typing import Any
 
+from ..train.config import CHOICES, PRESETS, ConfigError, TrainConfig, field_summary
+from ..train.distributed import process_ranks
+from ..train.provenance import format_duration
+from ..train.state import load_resume_checkpoint
+from ..train.trainer import Trainer
 from ..unet import PARAMETRISATIONS
 from ..unet import PRESETS as UNET_PRESETS
-from .config import CHOICES, PRESETS, ConfigError, TrainConfig, field_summary
-from .distributed import process_ranks
-from .provenance import format_duration
-from .state import load_resume_checkpoint
-from .trainer import Trainer
 
-__all__ = ["add_train_arguments", "run_train", "FLAG_FIELDS", "flag_of"]
+__all__ = ["add_arguments", "run", "FLAG_FIELDS", "flag_of"]
 
 # The TrainConfig fields that have a flag, in the order --help lists them (switches, the bool fields, last).
 FLAG_FIELDS: tuple[str, ...] = (
@@ -59,7 +59,7 @@ def _preset_values(name: str) -> str:
     return "default: " + ", ".join(f"{v} for {p}" for p, v in values.items())
 
 
-def add_train_arguments(parser: argparse.ArgumentParser) -> None:
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``sr3-edu train``; unset ones come from the preset (or, with --resume, from the run)."""
     S = argparse.SUPPRESS
     parser.add_argument(
@@ -82,6 +82,10 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         else:
             choices = list(CHOICES[name]) if name in CHOICES else None
             parser.add_argument(flag_of(name), type=kind, default=S, choices=choices, help=text)
+    # --precision's name until it replaced --amp {auto,bf16,off}: the commands recorded in older model files still run
+    parser.add_argument(
+        "--amp", dest="precision", type=_amp_as_precision, choices=CHOICES["precision"], default=S, help=S
+    )
     parser.add_argument(
         "--parametrisation",
         choices=list(PARAMETRISATIONS),
@@ -96,6 +100,10 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         help='changes to the preset\'s U-Net as a JSON object, e.g. \'{"base_channels": 16, "channel_mults": [1, 2]}\' '
         "(default: none)",
     )
+
+
+def _amp_as_precision(value: str) -> str:
+    return {"off": "fp32"}.get(value, value)
 
 
 def _given_fields(args: argparse.Namespace) -> dict[str, Any]:
@@ -129,7 +137,7 @@ def _command_line(given: dict[str, Any]) -> str:
     return shlex.join(launcher + ["train", *flags])
 
 
-def run_train(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     """``sr3-edu train``: build the configuration, refuse what cannot work before touching any file, train."""
     given = _given_fields(args)
     preset = getattr(args, "preset", None)
