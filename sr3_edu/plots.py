@@ -1,5 +1,5 @@
-"""The demo's figures, drawn from `sr3_edu.evaluate`'s results: the methods side by side (`plot_comparison`) and one
-chain of iterative refinement (`plot_refinement`); `show` draws one panel of either."""
+"""The figures: the demo's, drawn from `sr3_edu.evaluate`'s results (the methods side by side, `plot_comparison`; one
+chain of iterative refinement, `plot_refinement`), and `show`, the one image panel they and the notebooks draw."""
 
 from __future__ import annotations
 
@@ -22,13 +22,13 @@ PANELS: tuple[tuple[str, str], ...] = (
 """The columns of `plot_comparison`: (key in an evaluation's kept tensors, title)."""
 
 
-def show(ax, t: torch.Tensor, title: str | None = None) -> None:
-    """An image in [−1, 1] on ``ax``, without ticks."""
+def show(ax, t: torch.Tensor, title: str | None = None, fontsize: float = 8) -> None:
+    """An image in [−1, 1] on ``ax`` (nearest-neighbour, so pixels stay pixels), without ticks."""
     ax.imshow(to_uint8(t), interpolation="nearest")
     ax.set_xticks([])
     ax.set_yticks([])
     if title:
-        ax.set_title(title, fontsize=8)
+        ax.set_title(title, fontsize=fontsize)
 
 
 def plot_comparison(result: dict[str, Any], path: str | Path, zoom: float = 1 / 3, dpi: int = 80) -> Path:
