@@ -141,14 +141,19 @@ def step_coefficients(schedule: NoiseSchedule, variance: Literal["paper", "poste
     """
     if variance not in ("paper", "posterior"):
         raise ValueError(f"variance must be 'paper' or 'posterior', got {variance!r}")
-    a, g = schedule.alphas, schedule.gammas
-    g_prev = torch.cat([g.new_ones(1), g[:-1]])
-    sigma2 = schedule.betas if variance == "paper" else schedule.posterior_variance
-    sigma = sigma2.sqrt()
-    sigma[0] = 0.0
-    update = [(1 - g).sqrt(), g.sqrt(), (1 - a) / (1 - g).sqrt(), a.sqrt()]  # Algorithm 2's update, eq. 6 for ŷ_0
-    mean = [g_prev.sqrt() * (1 - a) / (1 - g), a.sqrt() * (1 - g_prev) / (1 - g)]  # the posterior mean's weights
-    return torch.stack([*update, *mean, sigma], dim=1)
+    alpha, gamma, gamma_prev = schedule.alphas, schedule.gammas, schedule.gammas_prev
+    sigma = (schedule.betas if variance == "paper" else schedule.posterior_variance).sqrt()  # σ_t² = 1 − α_t or σ_q²
+    sigma[0] = 0.0  # z = 0 at t = 1
+    columns = [
+        (1 - gamma).sqrt(),  # √(1−γ_t)
+        gamma.sqrt(),  # √γ_t
+        (1 - alpha) / (1 - gamma).sqrt(),  # (1−α_t)/√(1−γ_t)
+        alpha.sqrt(),  # √α_t
+        gamma_prev.sqrt() * (1 - alpha) / (1 - gamma),  # √γ_{t−1}(1−α_t)/(1−γ_t)
+        alpha.sqrt() * (1 - gamma_prev) / (1 - gamma),  # √α_t(1−γ_{t−1})/(1−γ_t)
+        sigma,  # σ_t
+    ]
+    return torch.stack(columns, dim=1)
 
 
 def refine_step(
@@ -163,15 +168,20 @@ def refine_step(
     with ŷ_0 clipped to [−1, 1] first. ``z`` is None where no noise is added. Returns (y_{t−1}, ŷ_0 unclipped).
     A pure function of tensors, so `torch.compile` can make the U-Net and the update one graph.
     """
-    sqrt_1mg, sqrt_g, eps_coef, sqrt_a, mu_y0, mu_yt, sigma = k.unbind()
+    # the columns of `step_coefficients`, in its order
+    sqrt_1m_gamma, sqrt_gamma, eps_weight, sqrt_alpha, w_y0, w_yt, sigma = k.unbind()
+    # ε̂ = f_θ(x, y_t, γ_t)
     eps = model(x, y_t, gamma_t)
-    y0_hat = (y_t - sqrt_1mg * eps) / sqrt_g
+    # ŷ_0 = (y_t − √(1−γ_t) ε̂) / √γ_t   (eq. 6, `predict_y0` with the table's float64 square roots)
+    y0_hat = (y_t - sqrt_1m_gamma * eps) / sqrt_gamma
     if clip_y0:
-        y = mu_y0 * y0_hat.clamp(-1, 1) + mu_yt * y_t
+        # μ = √γ_{t−1}(1−α_t)/(1−γ_t) · clip(ŷ_0) + √α_t(1−γ_{t−1})/(1−γ_t) · y_t   (the posterior mean)
+        mu = w_y0 * y0_hat.clamp(-1, 1) + w_yt * y_t
     else:
-        y = (y_t - eps_coef * eps) / sqrt_a
-    if z is not None:
-        y = y + sigma * z
+        # μ = 1/√α_t · (y_t − (1−α_t)/√(1−γ_t) · ε̂)   (Algorithm 2, line 4)
+        mu = (y_t - eps_weight * eps) / sqrt_alpha
+    # y_{t−1} = μ + σ_t z
+    y = mu if z is None else mu + sigma * z
     return y, y0_hat
 
 
@@ -186,11 +196,16 @@ def ddim_coefficients(schedule: NoiseSchedule, eta: float = 0.0) -> Tensor:
     """
     if not 0.0 <= eta <= 1.0:
         raise ValueError(f"eta must be in [0, 1] (0: deterministic DDIM, 1: the ancestral chain), got {eta!r}")
-    g, g_prev = schedule.gammas, schedule.gammas_prev
-    sigma = eta * schedule.posterior_variance.sqrt()
-    return torch.stack(
-        [(1 - g).sqrt(), g.sqrt(), g_prev.sqrt(), (1 - g_prev - sigma.square()).clamp(min=0).sqrt(), sigma], dim=1
-    )
+    gamma, gamma_prev = schedule.gammas, schedule.gammas_prev
+    sigma = eta * schedule.posterior_variance.sqrt()  # σ_t = η σ_q(t)
+    columns = [
+        (1 - gamma).sqrt(),  # √(1−γ_t)
+        gamma.sqrt(),  # √γ_t
+        gamma_prev.sqrt(),  # √γ_{t−1}
+        (1 - gamma_prev - sigma.square()).clamp(min=0).sqrt(),  # √(1−γ_{t−1}−σ_t²)
+        sigma,  # σ_t
+    ]
+    return torch.stack(columns, dim=1)
 
 
 def ddim_step(
@@ -205,17 +220,21 @@ def ddim_step(
     works, with any spacing, because f_θ is told γ itself. With ``clip_y0`` ŷ_0 is clipped to [−1, 1] and ε̂
     recomputed from it. Returns (y_{t−1}, ŷ_0 unclipped); at t = 1 (γ_0 = 1) the step returns ŷ_0 itself.
     """
-    sqrt_1mg, sqrt_g, sqrt_g_prev, eps_coef, sigma = k.unbind()
+    # the columns of `ddim_coefficients`, in its order
+    sqrt_1m_gamma, sqrt_gamma, sqrt_gamma_prev, eps_weight, sigma = k.unbind()
+    # ε̂ = f_θ(x, y_t, γ_t)
     eps = model(x, y_t, gamma_t)
-    y0_hat = (y_t - sqrt_1mg * eps) / sqrt_g
+    # ŷ_0 = (y_t − √(1−γ_t) ε̂) / √γ_t   (eq. 6)
+    y0_hat = (y_t - sqrt_1m_gamma * eps) / sqrt_gamma
     y0_used, eps_used = y0_hat, eps
     if clip_y0:
         y0_used = y0_hat.clamp(-1, 1)
-        eps_used = (y_t - sqrt_g * y0_used) / sqrt_1mg
-    y = sqrt_g_prev * y0_used + eps_coef * eps_used
-    if z is not None:
-        y = y + sigma * z
-    return y, y0_hat
+        # ε̂ = (y_t − √γ_t clip(ŷ_0)) / √(1−γ_t): the noise that clipped ŷ_0 implies
+        eps_used = (y_t - sqrt_gamma * y0_used) / sqrt_1m_gamma
+    # y_{t−1} = √γ_{t−1} ŷ_0 + √(1−γ_{t−1}−σ_t²) ε̂
+    y = sqrt_gamma_prev * y0_used + eps_weight * eps_used
+    # + σ_t z
+    return (y if z is None else y + sigma * z), y0_hat
 
 
 SAMPLERS = ("ddpm", "ddim")
