@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 import torch
 from PIL import Image
@@ -24,7 +24,11 @@ from .pipeline import FastNetwork, pad_like, pad_lr, tiled
 from .regression import regress
 from .schedule import NoiseSchedule
 
-__all__ = ["super_resolve"]
+__all__ = ["super_resolve", "Upscaled"]
+
+Upscaled: TypeAlias = Tensor | Image.Image | list[Image.Image] | tuple[Tensor, list[RefinementStep]]
+"""What `super_resolve` returns: the input's own form (a tensor, a PIL image, a list of them), or with
+``return_trajectory`` the pair (tensor, the `RefinementStep` list)."""
 
 
 def _as_batch(x: Tensor | Image.Image | Sequence[Image.Image]) -> tuple[list[Tensor], str]:
@@ -68,7 +72,7 @@ def super_resolve(
     y_T: Tensor | None = None,
     return_trajectory: bool | int = False,
     compile: bool = False,
-) -> Any:
+) -> Upscaled:
     """Super-resolve ``x_lr`` by ``scale``: pad, sample (or regress), crop back, clip to [−1, 1].
 
     ``model`` is a network (with ``info``, the `ModelInfo` `sr3_edu.checkpoint.load_model` returns, supplying the scale,
@@ -193,7 +197,7 @@ def _refine(net, x, schedule, opts: SamplerOptions, y_start, *, scale, generator
     return result if trajectory else (result, None)
 
 
-def _unbatch(out: list[Tensor], kind: str, trajectory: list[RefinementStep] | None):
+def _unbatch(out: list[Tensor], kind: str, trajectory: list[RefinementStep] | None) -> Upscaled:
     """The outputs in the form the input came in (see `_as_batch`), with the trajectory when one was asked for."""
     if kind == "pil":
         return to_image(out[0][0])
