@@ -162,6 +162,12 @@ def train_config(cfg: BenchConfig, opts: dict):
     )
 
 
+def _layout_name(memory_format) -> str:
+    import torch
+
+    return "channels_last" if memory_format == torch.channels_last else "contiguous"
+
+
 class OurSide:
     """sr3-edu: a `Trainer` on the shared pairs; its `train_step`, and `sample` with its EMA weights."""
 
@@ -175,10 +181,17 @@ class OurSide:
         self.params = sum(p.numel() for p in self.trainer.raw.parameters())
         self.gflop_fwd_per_img = common.forward_flops(self.trainer.raw, x_lr[:1], y0[:1], torch.rand(1)) / 1e9
         self.generator = torch.Generator().manual_seed(0)
-        parts = ["bf16" if self.trainer.amp else "fp32", "channels_last" if self.channels_last else "contiguous"]
-        self.variant = ", ".join(parts)
+        from sr3_edu.pipeline import FastNetwork
+
+        # the EMA network on the sampler's own fast path, as super_resolve runs it (its layout rule is not the
+        # trainer's: see sr3_edu.devices.channels_last_training)
+        self.sampler_net = FastNetwork(self.trainer.ema, opts["precision"] or "auto", opts["channels_last"] or None)
+        layouts = [_layout_name(self.layout), _layout_name(self.sampler_net.memory_format)]
+        self.variant = f"{'bf16' if self.trainer.amp else 'fp32'}, {layouts[0]}"
+        if layouts[1] != layouts[0]:
+            self.variant += f", sampling {layouts[1]}"
         if opts["precision"] is None and not opts["channels_last"]:
-            self.variant += " (trainer defaults)"
+            self.variant += " (trainer and sampler defaults)"
         if opts["compile"]:
             self.variant += ", compiled sampler"
 
@@ -195,16 +208,14 @@ class OurSide:
         self.trainer.train_step(self.batch)
 
     def prepare_sampling(self, x_lr, steps: int) -> None:
-        self.x_lr = x_lr.contiguous(memory_format=self.layout)
+        self.x_lr = x_lr.contiguous(memory_format=self.sampler_net.memory_format)
         self.schedule = self.trainer.schedule.respace(steps)
 
     def sample_run(self, schedule=None) -> None:
         from sr3_edu.diffusion import sample
-        from sr3_edu.pipeline import FastNetwork
 
-        # the EMA network on the sampler's own fast path, as super_resolve runs it
         sample(
-            FastNetwork(self.trainer.ema, self.trainer.precision, channels_last=self.channels_last),
+            self.sampler_net,
             self.x_lr,
             self.schedule if schedule is None else schedule,
             scale=self.cfg.scale,

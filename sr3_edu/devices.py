@@ -7,7 +7,7 @@ import functools
 
 import torch
 
-__all__ = ["resolve_device", "PRECISIONS", "cpu_features", "native_bf16", "resolve_precision"]
+__all__ = ["resolve_device", "PRECISIONS", "cpu_features", "native_bf16", "resolve_precision", "channels_last_training"]
 
 
 def _mps_available() -> bool:
@@ -81,3 +81,14 @@ def resolve_precision(name: str, device: torch.device) -> str:
     if name == "auto":
         return "bf16" if native_bf16(device) else "fp32"
     return name
+
+
+def channels_last_training(device: torch.device) -> bool:
+    """Whether a training step runs faster in channels_last (NHWC) memory than contiguous on ``device``: on a CUDA
+    GPU (cuDNN's tensor-core kernels want NHWC) and on a CPU with AMX; not on other CPUs, where oneDNN's backward
+    convolutions are faster contiguous. The trainer's ``channels_last="auto"`` follows this; sampling, forward only,
+    keeps channels_last on every CPU (`sr3_edu.pipeline.FastNetwork`). `benchmarks/bench_cpu.py --channels-last`
+    against its default measures the two layouts on the machine at hand."""
+    if device.type == "cuda":
+        return True
+    return device.type == "cpu" and (cpu_features() or {}).get("AMX-BF16", False)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from sr3_edu.devices import resolve_precision
+from sr3_edu.devices import channels_last_training, resolve_precision
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "benchmarks"
@@ -109,6 +109,14 @@ def check_side(s: dict, impl: str) -> None:
     assert s["peak_rss_mib"] >= s["peak_rss_train_mib"] >= s["rss_baseline_mib"] > 0
 
 
+def default_variant() -> str:
+    """The label bench_cpu.py gives sr3-edu's row at the defaults, from the rules in sr3_edu.devices."""
+    cpu = torch.device("cpu")
+    fast = resolve_precision("auto", cpu)
+    train = "channels_last" if fast != "fp32" and channels_last_training(cpu) else "contiguous"
+    return f"{fast}, {train}" + ("" if train == "channels_last" else ", sampling channels_last")
+
+
 def test_cpu_benchmark_quick_reports_every_column_with_positive_numbers(tmp_path):
     out = tmp_path / "bench.json"
     args = ["--quick", "--configs", "micro", "--threads", "1", "--no-reference", "--json", out]
@@ -119,9 +127,9 @@ def test_cpu_benchmark_quick_reports_every_column_with_positive_numbers(tmp_path
     assert len(main) == 2  # header and sr3-edu's row: nothing else was measured
     row = row_of(main, "micro", "sr3-edu")
     assert len(row) == len(TABLE_COLUMNS)
-    # the trainer's default on this machine: channels_last, and bf16 where the CPU has native bf16
-    fast = resolve_precision("auto", torch.device("cpu"))
-    assert row[2] == f"{fast}, channels_last (trainer defaults)"
+    # the trainer's and the sampler's defaults on this machine: bf16 where the CPU has native bf16; channels_last
+    # for sampling, and for training where the CPU has AMX
+    assert row[2] == default_variant() + " (trainer and sampler defaults)"
     # the machine is named above the table: CPU, the flags that pick the kernels, torch, threads
     head = proc.stdout.split("|", 1)[0]
     assert "CPU: " in head and "AVX2 " in head and "AVX-512 " in head and "AVX512_BF16 " in head
@@ -292,8 +300,7 @@ def test_cpu_benchmark_compiled_sampler_reports_its_compile_time(tmp_path):
     proc = run(BENCH / "bench_cpu.py", *args, timeout=900)
     assert proc.returncode == 0, proc.stderr
     (r,) = json.loads(out.read_text())["results"]
-    fast = resolve_precision("auto", torch.device("cpu"))
-    assert r["variant"] == f"{fast}, channels_last (trainer defaults), compiled sampler"
+    assert r["variant"] == default_variant() + " (trainer and sampler defaults), compiled sampler"
     assert r["compile_s"] > 0 and r["ours"]["sample_s_per_step_img"] > 0
     assert "First call of the compiled sampler step" in proc.stdout
 

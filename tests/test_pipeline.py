@@ -3,9 +3,10 @@
 import pytest
 import torch
 
+from sr3_edu import devices
 from sr3_edu.builtin import builtin_images
 from sr3_edu.checkpoint import load_model
-from sr3_edu.devices import native_bf16, resolve_precision
+from sr3_edu.devices import channels_last_training, native_bf16, resolve_precision
 from sr3_edu.metrics import seam_ratio
 from sr3_edu.pipeline import AUTO_TILE, FastNetwork, auto_tile, tiled
 from sr3_edu.protocol import tensor_pairs
@@ -33,6 +34,20 @@ def test_precision_auto_is_bf16_exactly_where_the_machine_has_native_bf16():
     assert resolve_precision("fp32", cpu) == "fp32" and resolve_precision("bf16", cpu) == "bf16"
     with pytest.raises(ValueError, match="precision"):
         resolve_precision("fp16", cpu)
+
+
+@pytest.mark.parametrize(
+    "features, expected",
+    [
+        ({"AVX2": True, "AVX-512": True, "AVX512_BF16": True, "AMX-BF16": True}, True),  # a Xeon with AMX
+        ({"AVX2": True, "AVX-512": True, "AVX512_BF16": True, "AMX-BF16": False}, False),  # an EPYC: bf16, no AMX
+        ({"AVX2": True, "AVX-512": False, "AVX512_BF16": False, "AMX-BF16": False}, False),
+        (None, False),  # /proc/cpuinfo unreadable
+    ],
+)
+def test_training_is_channels_last_on_a_cpu_exactly_where_it_has_amx(monkeypatch, features, expected):
+    monkeypatch.setattr(devices, "cpu_features", lambda: features)
+    assert channels_last_training(torch.device("cpu")) is expected
 
 
 def test_fast_network_returns_fp32_close_to_the_plain_network(shipped):

@@ -127,6 +127,20 @@ def test_bad_settings_are_refused_with_the_option_named(overrides, message):
     assert message in str(e.value)
 
 
+@pytest.mark.parametrize("amx", [True, False])
+def test_the_trainer_layout_follows_the_machine_rule_unless_fp32_or_forced(tmp_path, monkeypatch, amx):
+    from sr3_edu.train import trainer as trainer_module
+
+    monkeypatch.setattr(trainer_module, "channels_last_training", lambda device: amx)
+    layouts = {}
+    for name, overrides in {"auto": {}, "fp32": {"precision": "fp32"}, "forced": {"channels_last": True}}.items():
+        with Trainer(micro(**overrides), tmp_path / name, dataset=Patterns()) as t:
+            layouts[name] = t.memory_format
+    assert layouts["auto"] == (torch.channels_last if amx else torch.contiguous_format)
+    assert layouts["fp32"] == torch.contiguous_format  # plain fp32 is contiguous, whatever the machine
+    assert layouts["forced"] == torch.channels_last
+
+
 def test_unknown_preset():
     with pytest.raises(ConfigError, match="unknown training preset 'big'; choose one of tiny, sr3_16_128"):
         TrainConfig.preset("big")

@@ -114,10 +114,14 @@ class TrainConfig:
     """"auto" (bf16 where the hardware has it natively), "fp32" or "bf16": the passes' arithmetic.
 
     "auto" is the machine's fast path: bf16 autocast where the hardware multiplies bf16 natively (a CUDA GPU that
-    supports it; a CPU with AMX or AVX512_BF16), fp32 elsewhere, with channels_last memory. "fp32" is plain fp32 in
-    the default layout. The weights, the optimiser and the EMA stay in fp32 either way."""
+    supports it; a CPU with AMX or AVX512_BF16), fp32 elsewhere, with channels_last memory where that trains faster
+    (see ``channels_last``). "fp32" is plain fp32 in the default layout. The weights, the optimiser and the EMA stay
+    in fp32 either way."""
     channels_last: str | bool = "auto"
-    """NHWC memory layout, faster convolutions: "auto" (on unless --precision fp32), True or False."""
+    """NHWC memory layout: "auto" (on where it trains faster, unless --precision fp32), True or False.
+
+    "auto" is on for a CUDA GPU and a CPU with AMX, off on other CPUs, whose backward convolutions are faster
+    contiguous (`sr3_edu.devices.channels_last_training`)."""
     compile: bool = False
     """torch.compile the U-Net.
 
