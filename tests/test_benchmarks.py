@@ -346,3 +346,17 @@ def test_ablation_table_measures_each_run_and_bicubic(tmp_path):
     assert rows["v"]["gain"] == pytest.approx([math.sqrt(1 - g) for g in (1e-4, 1e-3, 1e-2, 0.1, 0.5)], rel=1e-3)
     assert (tmp_path / "a.png").stat().st_size > 10_000
     assert torch.isfinite(torch.tensor(rows["v"]["psnr_y"]))
+
+
+def test_layout_benchmark_times_both_layouts_and_names_the_rule_it_backs():
+    proc = run(BENCH / "bench_layout.py", "--quick", "--threads", "1")
+    assert proc.returncode == 0, proc.stderr
+    head = ["step", "s channels_last", "s contiguous", "channels_last ×", "img/s channels_last", "img/s contiguous"]
+    table = table_with(proc.stdout, head)
+    assert [r[0] for r in table[1:]] == ["micro", "shipped model, one call on a 64² tile"]
+    assert all(float(c) > 0 for r in table[1:] for c in r[1:])
+    cpu = torch.device("cpu")
+    fast = resolve_precision("auto", cpu)
+    rule = "channels_last" if fast != "fp32" and channels_last_training(cpu) else "contiguous"
+    assert f"the trainer's channels_last='auto' here: {rule}; the sampler's: channels_last" in proc.stdout
+    assert "CPU: " in proc.stdout.split("|", 1)[0]
