@@ -36,10 +36,11 @@ reference, sr3-edu, reference, … — so that a change of load falls on both an
 whole ``upscale`` command, its memory and its tile seams.
 
 **Variants.** By default sr3-edu runs as the trainer and the sampler do by default on this machine
-(``precision="auto"``: channels_last, with bf16 autocast where the CPU has AVX512_BF16 or AMX, see
-``sr3_edu.devices.native_bf16``); ``--precision bf16`` or ``fp32`` forces the arithmetic (fp32 is then contiguous
-unless ``--channels-last``), ``--compile`` the compiled sampler. The reference always runs as its own code does (fp32,
-contiguous): a ratio of a variant is that variant of sr3-edu against the reference as it is.
+(``precision="auto"``: bf16 autocast where the CPU has AVX512_BF16 or AMX, see ``sr3_edu.devices.native_bf16``;
+sampling in channels_last, training in channels_last only where ``sr3_edu.devices.channels_last_training`` says it is
+faster); ``--precision bf16`` or ``fp32`` forces the arithmetic (fp32 is then contiguous unless ``--channels-last``),
+``--channels-last`` forces NHWC for both, ``--compile`` the compiled sampler. The reference always runs as its own
+code does (fp32, contiguous): a ratio of a variant is that variant of sr3-edu against the reference as it is.
 
 **Reading the table.** Each timing is the median of ``--repeats`` (training) or ``--sample-repeats`` (sampling)
 timed turns after warm-up. FLOPs are counted by torch.utils.flop_counter.FlopCounterMode on one forward pass of
@@ -194,12 +195,6 @@ class OurSide:
             self.variant += " (trainer and sampler defaults)"
         if opts["compile"]:
             self.variant += ", compiled sampler"
-
-    @property
-    def channels_last(self) -> bool:
-        import torch
-
-        return self.layout == torch.channels_last
 
     def train_mode(self) -> None:
         pass  # the trainer's model stays in training mode and samples with its EMA copy, which stays in eval mode
@@ -716,8 +711,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--channels-last",
         action="store_true",
-        help="sr3-edu in channels_last (NHWC), the trainer's channels_last=True (default: its 'auto', on unless "
-        "--precision fp32)",
+        help="sr3-edu in channels_last (NHWC) for training and sampling, the trainer's channels_last=True (default: "
+        "the trainer's 'auto' and the sampler's own layout)",
     )
     p.add_argument(
         "--compile",
