@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     print(common.markdown_table(head, table))
     print("\n(channels_last × > 1: channels_last is faster; training rows time Trainer.train_step, and the tile")
     print("row's img/s is calls per second)")
-    rule = "channels_last" if precision != "fp32" and channels_last_training(cpu) else "contiguous"
+    rule = "channels_last" if channels_last_training(cpu, precision) else "contiguous"
     print(f"\nthe trainer's channels_last='auto' here: {rule}; the sampler's: channels_last")
     cores = others.cores()
     if cores is not None:

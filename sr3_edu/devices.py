@@ -83,12 +83,14 @@ def resolve_precision(name: str, device: torch.device) -> str:
     return name
 
 
-def channels_last_training(device: torch.device) -> bool:
+def channels_last_training(device: torch.device, precision: str = "auto") -> bool:
     """Whether a training step runs faster in channels_last (NHWC) memory than contiguous on ``device``: on a CUDA
     GPU (cuDNN's tensor-core kernels want NHWC) and on a CPU with AMX; not on other CPUs, where oneDNN's backward
-    convolutions are faster contiguous. The trainer's ``channels_last="auto"`` follows this; sampling, forward only,
-    keeps channels_last on every CPU (`sr3_edu.pipeline.FastNetwork`). `benchmarks/bench_cpu.py --channels-last`
-    against its default measures the two layouts on the machine at hand."""
+    convolutions are faster contiguous, and never with ``precision="fp32"``, which is plain fp32 in the default
+    layout. The trainer's ``channels_last="auto"`` follows this; sampling, forward only, keeps channels_last on every
+    CPU (`sr3_edu.pipeline.FastNetwork`). `benchmarks/bench_layout.py` times both layouts on the machine at hand."""
+    if precision == "fp32":
+        return False
     if device.type == "cuda":
         return True
     return device.type == "cpu" and (cpu_features() or {}).get("AMX-BF16", False)

@@ -113,7 +113,7 @@ def default_variant() -> str:
     """The label bench_cpu.py gives sr3-edu's row at the defaults, from the rules in sr3_edu.devices."""
     cpu = torch.device("cpu")
     fast = resolve_precision("auto", cpu)
-    train = "channels_last" if fast != "fp32" and channels_last_training(cpu) else "contiguous"
+    train = "channels_last" if channels_last_training(cpu, fast) else "contiguous"
     return f"{fast}, {train}" + ("" if train == "channels_last" else ", sampling channels_last")
 
 
@@ -356,7 +356,6 @@ def test_layout_benchmark_times_both_layouts_and_names_the_rule_it_backs():
     assert [r[0] for r in table[1:]] == ["micro", "shipped model, one call on a 64² tile"]
     assert all(float(c) > 0 for r in table[1:] for c in r[1:])
     cpu = torch.device("cpu")
-    fast = resolve_precision("auto", cpu)
-    rule = "channels_last" if fast != "fp32" and channels_last_training(cpu) else "contiguous"
+    rule = "channels_last" if channels_last_training(cpu, resolve_precision("auto", cpu)) else "contiguous"
     assert f"the trainer's channels_last='auto' here: {rule}; the sampler's: channels_last" in proc.stdout
     assert "CPU: " in proc.stdout.split("|", 1)[0]

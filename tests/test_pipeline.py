@@ -48,6 +48,8 @@ def test_precision_auto_is_bf16_exactly_where_the_machine_has_native_bf16():
 def test_training_is_channels_last_on_a_cpu_exactly_where_it_has_amx(monkeypatch, features, expected):
     monkeypatch.setattr(devices, "cpu_features", lambda: features)
     assert channels_last_training(torch.device("cpu")) is expected
+    assert channels_last_training(torch.device("cpu"), "bf16") is expected
+    assert channels_last_training(torch.device("cpu"), "fp32") is False  # plain fp32: the default layout
 
 
 def test_fast_network_returns_fp32_close_to_the_plain_network(shipped):

@@ -131,7 +131,7 @@ def test_bad_settings_are_refused_with_the_option_named(overrides, message):
 def test_the_trainer_layout_follows_the_machine_rule_unless_fp32_or_forced(tmp_path, monkeypatch, amx):
     from sr3_edu.train import trainer as trainer_module
 
-    monkeypatch.setattr(trainer_module, "channels_last_training", lambda device: amx)
+    monkeypatch.setattr(trainer_module, "channels_last_training", lambda device, precision: amx and precision != "fp32")
     layouts = {}
     for name, overrides in {"auto": {}, "fp32": {"precision": "fp32"}, "forced": {"channels_last": True}}.items():
         with Trainer(micro(**overrides), tmp_path / name, dataset=Patterns()) as t:

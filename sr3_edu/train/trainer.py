@@ -114,8 +114,8 @@ class Trainer:
         cfg, cuda = self.config, self.device.type == "cuda"
         torch.manual_seed(mix_seeds(cfg.seed, INIT))
         self.precision = resolve_precision(cfg.precision, self.device)
-        auto_cl = cfg.precision != "fp32" and channels_last_training(self.device)
-        use_cl = cfg.channels_last is True or (cfg.channels_last == "auto" and auto_cl)
+        auto_cl = cfg.channels_last == "auto" and channels_last_training(self.device, cfg.precision)
+        use_cl = cfg.channels_last is True or auto_cl
         self.memory_format = torch.channels_last if use_cl else torch.contiguous_format
         self.raw = SR3UNet.from_config(unet_config).to(self.device, memory_format=self.memory_format)
         self.ema = copy.deepcopy(self.raw).eval().requires_grad_(False)
