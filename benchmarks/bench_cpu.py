@@ -41,6 +41,10 @@ sampling in channels_last, training in channels_last only where ``sr3_edu.device
 faster); ``--precision bf16`` or ``fp32`` forces the arithmetic (fp32 is then contiguous unless ``--channels-last``),
 ``--channels-last`` forces NHWC for both, ``--compile`` the compiled sampler. The reference always runs as its own
 code does (fp32, contiguous): a ratio of a variant is that variant of sr3-edu against the reference as it is.
+Each worker process first makes glibc's malloc keep freed memory, as sr3-edu's trainer and sampler do on a CPU
+(``sr3_edu.devices.reuse_freed_memory``); the setting is per process, so the reference, timed in the same process,
+runs with it too, and the ratios compare the two codes, not two allocators (``bench_step_costs.py`` times the
+setting itself).
 
 **Reading the table.** Each timing is the median of ``--repeats`` (training) or ``--sample-repeats`` (sampling)
 timed turns after warm-up. FLOPs are counted by torch.utils.flop_counter.FlopCounterMode on one forward pass of
@@ -778,11 +782,18 @@ def _run_worker(job: dict, threads: int) -> dict:
 
 
 def _worker(job: dict) -> dict:
+    common.use_repo_package()
+    from sr3_edu.devices import reuse_freed_memory
+
+    # as sr3-edu's trainer and sampler set it, before either side is built: per process, so both sides run with it
+    allocator = "freed memory kept" if reuse_freed_memory() else "the system's defaults"
     if job["kind"] == "upscale":
-        return measure_upscale(job["opts"])
-    if job["kind"] == "memory":
+        out = measure_upscale(job["opts"])
+    elif job["kind"] == "memory":
         return measure_memory(job["name"], job["impl"], job["opts"])
-    return measure(job["name"], job["opts"])
+    else:
+        out = measure(job["name"], job["opts"])
+    return {**out, "allocator": allocator}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -845,6 +856,12 @@ def main(argv: list[str] | None = None) -> int:
         f"medians of {args.repeats} training steps and {args.sample_repeats} sampling runs of "
         f"{args.sample_steps} steps{' (--quick)' if args.quick else ''}"
     )
+    allocators = sorted({r["allocator"] for r in rows if "allocator" in r})
+    if allocators:
+        print(
+            f"C allocator: {', '.join(allocators)} (sr3_edu.devices.reuse_freed_memory, as sr3-edu's trainer and "
+            "sampler set it; per process, so the reference timed in the same process runs with it too)"
+        )
     if reference is None:
         print(f"No comparison with the reference was made: {where}. Only sr3-edu was measured; no ratios are printed.")
     else:

@@ -1,13 +1,25 @@
 """Where and how to run: one resolver of the ``--device`` flag for every command (train, upscale, evaluate, search,
-demo), and of ``--precision``, the arithmetic the machine is fastest at."""
+demo), of ``--precision``, the arithmetic the machine is fastest at, and of how the process's C allocator treats
+the memory torch frees between steps."""
 
 from __future__ import annotations
 
+import ctypes
 import functools
+import os
+import platform
 
 import torch
 
-__all__ = ["resolve_device", "PRECISIONS", "cpu_features", "native_bf16", "resolve_precision", "channels_last_training"]
+__all__ = [
+    "resolve_device",
+    "PRECISIONS",
+    "cpu_features",
+    "native_bf16",
+    "resolve_precision",
+    "channels_last_training",
+    "reuse_freed_memory",
+]
 
 
 def _mps_available() -> bool:
@@ -94,3 +106,45 @@ def channels_last_training(device: torch.device, precision: str = "auto") -> boo
     if device.type == "cuda":
         return True
     return device.type == "cpu" and (cpu_features() or {}).get("AMX-BF16", False)
+
+
+# ------------------------------------------------------------------------------------------------ memory
+
+MALLOC_ENV = "SR3_EDU_MALLOC"
+"""Set to ``system`` to leave the C allocator as it is (see `reuse_freed_memory`)."""
+
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt's parameter numbers in glibc's malloc.h
+MMAP_THRESHOLD = 32 << 20
+"""Blocks up to this size come from malloc's heap, not from a fresh mmap each time: glibc's ceiling on 64 bits."""
+TRIM_THRESHOLD = 2**31 - 1
+"""Free memory at the top of the heap that malloc keeps rather than returning to the system (mallopt takes an int)."""
+
+
+@functools.cache
+def reuse_freed_memory() -> bool:
+    """Make glibc's malloc keep the memory torch frees, for the next step to reuse, instead of returning it to the
+    system; once per process, for the whole process. Returns whether the setting was made.
+
+    A training step or a refinement step frees its activations at the end and allocates the same sizes again at
+    the start of the next one. glibc's defaults give freed memory at the top of its heap back to the system
+    (``M_TRIM_THRESHOLD``) and serve large blocks with fresh ``mmap`` calls, so the next step faults every 4 KiB page
+    of them in again: on a 2-core CPU, tens of thousands of page faults per step of the 16→128 configuration and up
+    to a quarter of its CPU time in the kernel (`benchmarks/bench_step_costs.py` measures it on the machine at hand).
+    With ``M_MMAP_THRESHOLD`` at 32 MiB and ``M_TRIM_THRESHOLD`` at 2 GiB the heap keeps those pages. The cost: after
+    a peak, the process's resident memory stays near the peak (the memory is reused, not returned).
+
+    Off glibc (macOS, Windows, musl) this does nothing and returns False; likewise with ``SR3_EDU_MALLOC=system``.
+    The trainer and the sampler's `sr3_edu.pipeline.FastNetwork` call it when they run on the CPU.
+    """
+    if os.environ.get(MALLOC_ENV, "").strip().lower() == "system":
+        return False
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return False
+    try:
+        libc = ctypes.CDLL(None)
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    # the mmap threshold first: setting either turns glibc's own sliding thresholds off
+    return bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD))

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .devices import resolve_precision
+from .devices import resolve_precision, reuse_freed_memory
 from .diffusion import model_device_dtype
 
 __all__ = ["FastNetwork", "TiledModel", "AUTO_TILE", "AUTO_OVERLAP", "tiled", "auto_tile", "pad_lr", "pad_like"]
@@ -41,7 +41,8 @@ more. Blending every step makes the tiles agree on one y_t, so a narrow overlap 
 class FastNetwork:
     """f_θ in ``precision`` ("fp32", "bf16" or "auto": bf16 where `sr3_edu.devices.native_bf16`) and, with
     ``channels_last``, NHWC memory (faster convolutions in oneDNN and cuDNN; by default on unless ``precision`` is
-    "fp32", which is plain fp32 in the default layout). ε̂ is returned in fp32, contiguous."""
+    "fp32", which is plain fp32 in the default layout). ε̂ is returned in fp32, contiguous. On a CPU it also makes
+    glibc keep the memory each step frees for the next (`sr3_edu.devices.reuse_freed_memory`, process-wide)."""
 
     def __init__(self, model, precision: str = "auto", channels_last: bool | None = None):
         if channels_last is None:
@@ -49,6 +50,8 @@ class FastNetwork:
         self.model = model
         device = model_device_dtype(model)[0]
         self.device_type = device.type
+        if device.type == "cpu":
+            reuse_freed_memory()  # every refinement step frees and re-allocates the same activations
         self.precision = resolve_precision(precision, device)
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.multiple = getattr(model, "multiple", 1)

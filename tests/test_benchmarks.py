@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from sr3_edu.devices import channels_last_training, resolve_precision
+from sr3_edu.devices import channels_last_training, resolve_precision, reuse_freed_memory
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "benchmarks"
@@ -133,6 +133,8 @@ def test_cpu_benchmark_quick_reports_every_column_with_positive_numbers(tmp_path
     # the machine is named above the table: CPU, the flags that pick the kernels, torch, threads
     head = proc.stdout.split("|", 1)[0]
     assert "CPU: " in head and "AVX2 " in head and "AVX-512 " in head and "AVX512_BF16 " in head
+    allocator = "freed memory kept" if reuse_freed_memory() else "the system's defaults"  # the worker's rule
+    assert f"C allocator: {allocator} (" in head
     assert "AMX-BF16 " in head and "torch " in head and "1 thread(s)" in head
 
     result = json.loads(out.read_text())
@@ -358,4 +360,29 @@ def test_layout_benchmark_times_both_layouts_and_names_the_rule_it_backs():
     cpu = torch.device("cpu")
     rule = "channels_last" if channels_last_training(cpu, resolve_precision("auto", cpu)) else "contiguous"
     assert f"the trainer's channels_last='auto' here: {rule}; the sampler's: channels_last" in proc.stdout
+    assert "CPU: " in proc.stdout.split("|", 1)[0]
+
+
+def test_step_costs_benchmark_times_both_allocator_settings_and_both_dropout_masks():
+    proc = run(BENCH / "bench_step_costs.py", "--quick", "--threads", "1")
+    assert proc.returncode == 0, proc.stderr
+    alloc = table_with(
+        proc.stdout,
+        [
+            "step",
+            "kept (the default): s / faults / sys s / peak MiB",
+            "system: s / faults / sys s / peak MiB",
+            "kept ×",
+        ],
+    )
+    assert [r[0] for r in alloc[1:]] == ["micro training step", "shipped model, one call on a 64² tile"]
+    for row in alloc[1:]:
+        for cell in row[1:3]:
+            s, faults, sys_s, rss = (float(v.replace(",", "")) for v in cell.split(" / "))
+            assert s > 0 and faults >= 0 and sys_s >= 0 and rss > 100
+        assert float(row[3]) > 0
+    drop = table_with(proc.stdout, ["step", "ms sr3_edu.blocks.Dropout", "ms F.dropout", "Dropout ×"])
+    dtype = "bfloat16" if resolve_precision("auto", torch.device("cpu")) == "bf16" else "float32"
+    assert [r[0] for r in drop[1:]] == [f"one dropout, (2, 8, 16, 16) {dtype}", "micro training step (dropout 0)"]
+    assert all(float(c) > 0 for r in drop[1:] for c in r[1:])
     assert "CPU: " in proc.stdout.split("|", 1)[0]

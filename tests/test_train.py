@@ -141,6 +141,18 @@ def test_the_trainer_layout_follows_the_machine_rule_unless_fp32_or_forced(tmp_p
     assert layouts["forced"] == torch.channels_last
 
 
+def test_the_trainer_and_the_sampler_keep_freed_memory_on_a_cpu(tmp_path, monkeypatch):
+    from sr3_edu import pipeline
+    from sr3_edu.train import trainer as trainer_module
+
+    calls = []
+    for module in (trainer_module, pipeline):
+        monkeypatch.setattr(module, "reuse_freed_memory", lambda m=module.__name__: calls.append(m))
+    with Trainer(micro(), tmp_path / "run", dataset=Patterns()) as t:
+        pipeline.FastNetwork(t.ema)
+    assert calls == ["sr3_edu.train.trainer", "sr3_edu.pipeline"]
+
+
 def test_unknown_preset():
     with pytest.raises(ConfigError, match="unknown training preset 'big'; choose one of tiny, sr3_16_128"):
         TrainConfig.preset("big")

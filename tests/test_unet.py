@@ -132,3 +132,25 @@ def test_activation_checkpointing_gives_the_same_gradients_and_recomputes_each_s
     with torch.no_grad():
         model(x, y_t, gamma)
     assert calls["n"] == plain_calls
+
+
+def test_dropout_keeps_each_unit_with_probability_one_minus_p_and_rescales_it():
+    from sr3_edu.blocks import Dropout
+
+    drop = Dropout(0.2)
+    x = torch.randn(1_000_000, requires_grad=True)
+    torch.manual_seed(0)
+    y = drop(x)
+    kept = y != 0
+    # Binomial(10⁶, 0.8): its standard deviation is 0.0004 in the kept fraction; 0.003 is over 7 of them
+    assert abs(kept.float().mean().item() - 0.8) < 0.003
+    torch.testing.assert_close(y[kept], x[kept] / 0.8)
+    y.sum().backward()
+    torch.testing.assert_close(x.grad, kept.float() / 0.8)  # the gradient goes through the kept units only
+    torch.manual_seed(0)
+    assert torch.equal(drop(x) != 0, kept)  # the mask is a function of the seed
+    drop.eval()
+    assert drop(x) is x or torch.equal(drop(x), x)
+    assert torch.equal(Dropout(0.0).train()(x), x)
+    assert torch.equal(Dropout(1.0).train()(x), torch.zeros_like(x))
+    assert isinstance(ResBlock(8, 8, emb_dim=4, dropout=0.2).dropout, Dropout)

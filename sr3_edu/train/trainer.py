@@ -21,7 +21,7 @@ from torch import Tensor
 
 from .. import diffusion
 from ..checkpoint import save_atomic
-from ..devices import channels_last_training, resolve_device, resolve_precision
+from ..devices import channels_last_training, resolve_device, resolve_precision, reuse_freed_memory
 from ..regression import regression_loss
 from ..unet import SR3UNet, UNetConfig
 from . import distributed, state
@@ -76,6 +76,8 @@ class Trainer:
             self.device = resolve_device(cfg.device, self.local_rank)
         except ValueError as e:
             raise ConfigError(str(e)) from e
+        if self.device.type == "cpu":
+            reuse_freed_memory()  # every step frees and re-allocates the same activations
 
         # Everything that can fail on bad input happens before the first file is written.
         ckpt, ckpt_path = state.load_resume_checkpoint(self.out, checkpoint) if resume else (None, None)

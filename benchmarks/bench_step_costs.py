@@ -1,0 +1,199 @@
+"""Two costs of a CPU step that are not its convolutions, each timed against its alternative on this machine.
+
+1. **The allocator.** A step frees its activations and allocates the same sizes again in the next step; glibc's
+   malloc by default gives that memory back to the system and faults it in again, page by page.
+   `sr3_edu.devices.reuse_freed_memory` (which the trainer and the sampler call on a CPU) makes it keep it. The
+   setting is per process, so the two sides are fresh processes started in turns — kept, system, kept, system, … —
+   each building the step, warming up and timing ``--repeats`` steps (``SR3_EDU_MALLOC=system`` for the other side).
+   Per side: the median seconds per step, page faults and kernel (sys) seconds per step, and the peak RSS.
+2. **Dropout's mask.** `sr3_edu.blocks.Dropout` (the mask drawn as u ≥ p) against ``F.dropout`` (``bernoulli_``),
+   in one process, in turns: on one activation of the 16→128 configuration (2 × 64 × 128², bf16 where the default
+   precision is bf16), and in the whole ref128 training step (the paper's dropout 0.2).
+
+Training steps are ``Trainer.train_step`` of bench_cpu's configs at the default precision and layout.
+
+    python benchmarks/bench_step_costs.py             # ref128, tiny and the 256² tile: about 5 minutes
+    python benchmarks/bench_step_costs.py --quick     # seconds: checks the machinery, not the speed
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+
+import common
+from bench_cpu import CONFIGS, train_config
+
+common.use_repo_package()
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from torch import nn  # noqa: E402
+
+from sr3_edu import blocks  # noqa: E402
+from sr3_edu.checkpoint import load_model  # noqa: E402
+from sr3_edu.devices import MALLOC_ENV, resolve_precision  # noqa: E402
+from sr3_edu.pipeline import FastNetwork  # noqa: E402
+
+SIDES = {"kept": None, "system": "system"}
+"""The allocator's two sides: the value of SR3_EDU_MALLOC (None: unset, the package's setting)."""
+
+
+def _pairs(name: str) -> tuple[torch.Tensor, torch.Tensor]:
+    cfg = CONFIGS[name]
+    g = torch.Generator().manual_seed(0)
+    x_lr = torch.rand(cfg.batch, 3, cfg.size // cfg.scale, cfg.size // cfg.scale, generator=g) * 2 - 1
+    return x_lr, torch.rand(cfg.batch, 3, cfg.size, cfg.size, generator=g) * 2 - 1
+
+
+def _trainer(name: str, threads: int, root: str):
+    x_lr, y0 = _pairs(name)
+    config = train_config(CONFIGS[name], {"precision": None, "channels_last": False, "threads": threads})
+    trainer = common.make_trainer(config, x_lr, y0, root)
+    return lambda: trainer.train_step((x_lr, y0))
+
+
+def _tile_call(side: int):
+    model, info = load_model(None)
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(1, 3, side // info.scale, side // info.scale, generator=g) * 2 - 1
+    args = (x, torch.randn(1, 3, side, side, generator=g), torch.full((1,), 0.5))
+    net = FastNetwork(model, "auto")
+
+    def call():
+        with torch.inference_mode():
+            net(*args)
+
+    return call
+
+
+def worker(job: dict) -> dict:
+    """One fresh process's measure of one step (the allocator side is this process's environment)."""
+    torch.set_num_threads(job["threads"])
+    with tempfile.TemporaryDirectory() as root:
+        step = _tile_call(job["tile"]) if job["step"] == "tile" else _trainer(job["step"], job["threads"], root)
+        for _ in range(job["warmup"]):
+            step()
+        walls, sys_s, faults = [], 0.0, 0
+        for _ in range(job["repeats"]):
+            r0, t0 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+            step()
+            walls.append(time.perf_counter() - t0)
+            r1 = resource.getrusage(resource.RUSAGE_SELF)
+            sys_s, faults = sys_s + r1.ru_stime - r0.ru_stime, faults + r1.ru_minflt - r0.ru_minflt
+    n = job["repeats"]
+    return {"s": common.median(walls), "sys": sys_s / n, "faults": faults / n, "rss": common.peak_rss_mib()}
+
+
+def allocator_rows(steps: list[str], args: argparse.Namespace) -> list[list[str]]:
+    rows = []
+    for step in steps:
+        runs: dict[str, list[dict]] = {side: [] for side in SIDES}
+        for _ in range(args.rounds):
+            for side, value in SIDES.items():
+                env = {k: v for k, v in os.environ.items() if k != MALLOC_ENV and not k.startswith("MALLOC_")}
+                if value is not None:
+                    env[MALLOC_ENV] = value
+                job = {"step": step, "tile": args.tile, "threads": args.threads}
+                job.update(warmup=args.warmup, repeats=args.repeats)
+                cmd = [sys.executable, __file__, "--worker", json.dumps(job)]
+                out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
+                runs[side].append(json.loads(out.splitlines()[-1]))
+        what = f"shipped model, one call on a {args.tile}² tile" if step == "tile" else f"{step} training step"
+        med = {side: {k: common.median([r[k] for r in rs]) for k in rs[0]} for side, rs in runs.items()}
+        kept, system = med["kept"], med["system"]
+        rows.append(
+            [what]
+            + [f"{m['s']:.3f} / {m['faults']:,.0f} / {m['sys']:.2f} / {m['rss']:,.0f}" for m in (kept, system)]
+            + [f"{system['s'] / kept['s']:.2f}"]
+        )
+    return rows
+
+
+def _reference_dropout(self: nn.Dropout, x: torch.Tensor) -> torch.Tensor:
+    return F.dropout(x, self.p, self.training)
+
+
+def dropout_rows(name: str, args: argparse.Namespace, precision: str) -> list[list[str]]:
+    torch.set_num_threads(args.threads)
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    x = torch.randn(2, 64, 128, 128, dtype=dtype) if not args.quick else torch.randn(2, 8, 16, 16, dtype=dtype)
+    ours = blocks.Dropout(0.2)
+    fns = {"Dropout": lambda: ours(x), "F.dropout": lambda: F.dropout(x, 0.2, True)}
+    t = common.alternate(fns, args.warmup, args.repeats * 4)
+    rows = [[f"one dropout, {tuple(x.shape)} {str(dtype)[6:]}", *(common.median(t[k][0]) for k in fns)]]
+
+    with tempfile.TemporaryDirectory() as root:
+        step = _trainer(name, args.threads, root)
+        own = blocks.Dropout.forward
+
+        def with_forward(forward):
+            def run():
+                blocks.Dropout.forward = forward
+                try:
+                    step()
+                finally:
+                    blocks.Dropout.forward = own
+
+            return run
+
+        fns = {"Dropout": with_forward(own), "F.dropout": with_forward(_reference_dropout)}
+        t = common.alternate(fns, 1, args.repeats)
+    dropout = CONFIGS[name].unet.get("dropout", 0.0)
+    rows.append([f"{name} training step (dropout {dropout:g})", *(common.median(t[k][0]) for k in fns)])
+    return [[what, _ms(a), _ms(b), f"{b / a:.2f}"] for what, a, b in rows]
+
+
+def _ms(seconds: float) -> str:
+    ms = seconds * 1e3
+    return f"{ms:.1f}" if ms >= 10 else f"{ms:.3g}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--configs", default="ref128,tiny", help=f"training configs from {', '.join(CONFIGS)}")
+    p.add_argument("--tile", type=int, default=256, help="side of the sampling tile (output pixels)")
+    p.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
+    p.add_argument("--rounds", type=int, default=2, help="processes per allocator side, started in turns")
+    p.add_argument("--repeats", type=int, default=4, help="timed steps per process (median reported)")
+    p.add_argument("--quick", action="store_true", help="the micro config, a 64² tile, 1 round of 2 steps")
+    p.add_argument("--worker", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.worker:
+        print(json.dumps(worker(json.loads(args.worker))))
+        return 0
+    names = ["micro"] if args.quick else [c.strip() for c in args.configs.split(",") if c.strip()]
+    unknown = [c for c in names if c not in CONFIGS]
+    if unknown:
+        p.error(f"unknown config {unknown[0]!r}; choose from {', '.join(CONFIGS)}")
+    args.warmup = 1 if args.quick else 2
+    if args.quick:
+        args.tile, args.rounds, args.repeats = 64, 1, 2
+    precision = resolve_precision("auto", torch.device("cpu"))
+    print(f"CPU: {common.cpu_name()}; {common.cpu_flags()}; {os.cpu_count()} cores; torch {torch.__version__}; "
+          f"{args.threads} thread(s); precision {precision} (default)")  # fmt: skip
+    warning = common.busy_warning(args.threads)
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr)
+
+    print(f"\nThe allocator: {args.rounds} fresh processes per side, in turns, median of {args.repeats} steps each\n")
+    head = ["step", "kept (the default): s / faults / sys s / peak MiB", "system: s / faults / sys s / peak MiB"]
+    print(common.markdown_table([*head, "kept ×"], allocator_rows([*names, "tile"], args)))
+    print("\n(s: seconds per step; faults: minor page faults per step; sys s: kernel seconds per step; kept × > 1: the")
+    print(f"package's setting is faster. 'system' is {MALLOC_ENV}=system, glibc's own thresholds.)")
+
+    name = "micro" if args.quick else ("ref128" if "ref128" in names else names[0])
+    print("\nDropout's mask, in turns in one process (the allocator setting on in both)\n")
+    head = ["step", "ms sr3_edu.blocks.Dropout", "ms F.dropout", "Dropout ×"]
+    print(common.markdown_table(head, dropout_rows(name, args, precision)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
