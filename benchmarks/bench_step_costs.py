@@ -1,4 +1,4 @@
-"""Two costs of a CPU step that are not its convolutions, each timed against its alternative on this machine.
+"""Three costs of a CPU step that are not its convolutions, each timed against its alternative on this machine.
 
 1. **The allocator.** A step frees its activations and allocates the same sizes again in the next step; glibc's
    malloc by default gives that memory back to the system and faults it in again, page by page.
@@ -9,10 +9,15 @@
 2. **Dropout's mask.** `sr3_edu.blocks.Dropout` (the mask drawn as u ≥ p) against ``F.dropout`` (``bernoulli_``),
    in one process, in turns: on one activation of the 16→128 configuration (2 × 64 × 128², bf16 where the default
    precision is bf16), and in the whole ref128 training step (the paper's dropout 0.2).
+3. **GroupNorm on small channels_last maps.** `sr3_edu.blocks.GroupNorm` (small maps of narrow groups in bf16
+   normalised in the contiguous layout) against ``nn.GroupNorm``'s own forward, in one process, in turns: the op on
+   the shapes where the rule applies (the 256² tile's 1/8 level, a 64² network's 16² and 8² levels), and whole
+   sampler calls — the shipped model on a ``--tile`` tile and the ref64 network on a batch of 8 — on the sampler's
+   default path (`sr3_edu.pipeline.FastNetwork`). Where the default precision is fp32 the rule never applies.
 
 Training steps are ``Trainer.train_step`` of bench_cpu's configs at the default precision and layout.
 
-    python benchmarks/bench_step_costs.py             # ref128, tiny and the 256² tile: about 5 minutes
+    python benchmarks/bench_step_costs.py             # ref128, tiny and the 256² tile: about 6 minutes
     python benchmarks/bench_step_costs.py --quick     # seconds: checks the machinery, not the speed
 """
 
@@ -40,6 +45,7 @@ from sr3_edu import blocks  # noqa: E402
 from sr3_edu.checkpoint import load_model  # noqa: E402
 from sr3_edu.devices import MALLOC_ENV, resolve_precision  # noqa: E402
 from sr3_edu.pipeline import FastNetwork  # noqa: E402
+from sr3_edu.unet import SR3UNet, UNetConfig  # noqa: E402
 
 SIDES = {"kept": None, "system": "system"}
 """The allocator's two sides: the value of SR3_EDU_MALLOC (None: unset, the package's setting)."""
@@ -150,6 +156,60 @@ def dropout_rows(name: str, args: argparse.Namespace, precision: str) -> list[li
     return [[what, _ms(a), _ms(b), f"{b / a:.2f}"] for what, a, b in rows]
 
 
+def _sampler_call(forward, fast: FastNetwork, *args: torch.Tensor):
+    """One sampler call of ``fast`` with `sr3_edu.blocks.GroupNorm` running ``forward``."""
+    own = blocks.GroupNorm.forward
+
+    def run():
+        blocks.GroupNorm.forward = forward
+        try:
+            with torch.inference_mode():
+                fast(*args)
+        finally:
+            blocks.GroupNorm.forward = own
+
+    return run
+
+
+def group_norm_rows(args: argparse.Namespace, precision: str) -> list[list[str]]:
+    torch.set_num_threads(args.threads)
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    g = torch.Generator().manual_seed(0)
+    shapes = [(1, 8, 8, 8)] if args.quick else [(1, 128, 29, 29), (8, 128, 16, 16), (8, 256, 8, 8)]
+    own, plain = blocks.GroupNorm.forward, nn.GroupNorm.forward
+    rows = []
+    for shape in shapes:
+        norm = blocks.group_norm(shape[1])
+        x = torch.randn(shape, generator=g).to(dtype).contiguous(memory_format=torch.channels_last)
+        fns = {"ours": lambda norm=norm, x=x: own(norm, x), "plain": lambda norm=norm, x=x: plain(norm, x)}
+        with torch.inference_mode():
+            t = common.alternate(fns, args.warmup, args.repeats * 10)
+        what = f"one GroupNorm, {shape} channels_last {str(dtype)[6:]}, {shape[1] // norm.num_groups} ch/group"
+        rows.append([what, *(common.median(t[k][0]) for k in fns)])
+
+    side = 64 if args.quick else args.tile
+    model, info = load_model(None)
+    x = torch.rand(1, 3, side // info.scale, side // info.scale, generator=g) * 2 - 1
+    calls = {f"shipped model, one call on a {side}² tile": (model, x, torch.randn(1, 3, side, side, generator=g))}
+    name = "micro" if args.quick else "ref64"
+    cfg = CONFIGS[name]
+    ref64 = SR3UNet.from_config(UNetConfig(**cfg.unet)).eval().requires_grad_(False)
+    x = torch.rand(cfg.batch, 3, cfg.size // cfg.scale, cfg.size // cfg.scale, generator=g) * 2 - 1
+    calls[f"{name} network, one call on {cfg.batch} × {cfg.size}²"] = (
+        ref64,
+        x,
+        torch.randn(cfg.batch, 3, cfg.size, cfg.size),
+    )
+    for what, (net, x_lr, y_t) in calls.items():
+        fast, gamma = FastNetwork(net, "auto"), torch.full((y_t.shape[0],), 0.5)
+        fns = {
+            side: _sampler_call(forward, fast, x_lr, y_t, gamma) for side, forward in (("ours", own), ("plain", plain))
+        }
+        t = common.alternate(fns, args.warmup, args.repeats * 2)
+        rows.append([what, *(common.median(t[k][0]) for k in fns)])
+    return [[what, _ms(a), _ms(b), f"{b / a:.2f}"] for what, a, b in rows]
+
+
 def _ms(seconds: float) -> str:
     ms = seconds * 1e3
     return f"{ms:.1f}" if ms >= 10 else f"{ms:.3g}"
@@ -192,6 +252,10 @@ def main(argv: list[str] | None = None) -> int:
     print("\nDropout's mask, in turns in one process (the allocator setting on in both)\n")
     head = ["step", "ms sr3_edu.blocks.Dropout", "ms F.dropout", "Dropout ×"]
     print(common.markdown_table(head, dropout_rows(name, args, precision)))
+
+    print("\nGroupNorm of small channels_last maps, in turns in one process (sampling: inference mode)\n")
+    head = ["what", "ms sr3_edu.blocks.GroupNorm", "ms nn.GroupNorm's forward", "GroupNorm ×"]
+    print(common.markdown_table(head, group_norm_rows(args, precision)))
     return 0
 
 

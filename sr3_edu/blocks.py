@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["ResBlock", "AttnBlock", "Dropout", "group_norm"]
+__all__ = ["ResBlock", "AttnBlock", "Dropout", "GroupNorm", "group_norm"]
 
 
 def _groups(ch: int) -> int:
@@ -18,9 +18,42 @@ def _groups(ch: int) -> int:
     return g
 
 
-def group_norm(ch: int) -> nn.GroupNorm:
+def group_norm(ch: int) -> GroupNorm:
     """GroupNorm over ``ch`` channels with up to 32 groups (fewer where ``ch`` is small or not divisible)."""
-    return nn.GroupNorm(_groups(ch), ch)
+    return GroupNorm(_groups(ch), ch)
+
+
+SMALL_MAP_PIXELS = 1024
+"""Feature maps with fewer pixels than this count as small for `GroupNorm`'s layout choice."""
+NARROW_GROUP = 16
+"""Groups with fewer channels than this count as narrow for `GroupNorm`'s layout choice."""
+
+
+class GroupNorm(nn.GroupNorm):
+    """`torch.nn.GroupNorm` (the same parameters and state dict, the same normalisation), computed in the
+    contiguous layout when the input is a channels_last bf16 or fp16 CPU tensor of a small map (fewer than
+    `SMALL_MAP_PIXELS` pixels) and narrow groups (fewer than `NARROW_GROUP` channels each), and handed back
+    channels_last.
+
+    Why: on such inputs torch's channels_last CPU kernel reads each group's few channels pixel by pixel, and on a
+    2-core CPU it took 2–11× as long as the two layout copies and the contiguous kernel together — in the sampler's
+    channels_last path at 1/8 of a tile's side, and at 8–16² in a 64² network (`benchmarks/bench_step_costs.py`
+    times it, and the whole network call with and without it).
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        if _narrow_small_channels_last(x, self.num_groups):
+            return super().forward(x.contiguous()).contiguous(memory_format=torch.channels_last)
+        return super().forward(x)
+
+
+def _narrow_small_channels_last(x: Tensor, groups: int) -> bool:
+    if x.device.type != "cpu" or x.dim() != 4 or x.dtype not in (torch.bfloat16, torch.float16):
+        return False
+    N, C, H, W = x.shape
+    if H * W >= SMALL_MAP_PIXELS or C // groups >= NARROW_GROUP or x.is_contiguous():
+        return False
+    return x.is_contiguous(memory_format=torch.channels_last)
 
 
 class Dropout(nn.Dropout):

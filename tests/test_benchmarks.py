@@ -363,7 +363,7 @@ def test_layout_benchmark_times_both_layouts_and_names_the_rule_it_backs():
     assert "CPU: " in proc.stdout.split("|", 1)[0]
 
 
-def test_step_costs_benchmark_times_both_allocator_settings_and_both_dropout_masks():
+def test_step_costs_benchmark_times_both_allocator_settings_dropout_masks_and_group_norm_layouts():
     proc = run(BENCH / "bench_step_costs.py", "--quick", "--threads", "1")
     assert proc.returncode == 0, proc.stderr
     alloc = table_with(
@@ -385,4 +385,12 @@ def test_step_costs_benchmark_times_both_allocator_settings_and_both_dropout_mas
     dtype = "bfloat16" if resolve_precision("auto", torch.device("cpu")) == "bf16" else "float32"
     assert [r[0] for r in drop[1:]] == [f"one dropout, (2, 8, 16, 16) {dtype}", "micro training step (dropout 0)"]
     assert all(float(c) > 0 for r in drop[1:] for c in r[1:])
+    head = ["what", "ms sr3_edu.blocks.GroupNorm", "ms nn.GroupNorm's forward", "GroupNorm ×"]
+    norm = table_with(proc.stdout, head)
+    assert [r[0] for r in norm[1:]] == [
+        f"one GroupNorm, (1, 8, 8, 8) channels_last {dtype}, 4 ch/group",
+        "shipped model, one call on a 64² tile",
+        "micro network, one call on 2 × 16²",
+    ]
+    assert all(float(c) > 0 for r in norm[1:] for c in r[1:])
     assert "CPU: " in proc.stdout.split("|", 1)[0]

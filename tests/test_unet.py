@@ -154,3 +154,54 @@ def test_dropout_keeps_each_unit_with_probability_one_minus_p_and_rescales_it():
     assert torch.equal(Dropout(0.0).train()(x), x)
     assert torch.equal(Dropout(1.0).train()(x), torch.zeros_like(x))
     assert isinstance(ResBlock(8, 8, emb_dim=4, dropout=0.2).dropout, Dropout)
+
+
+def test_group_norm_of_small_channels_last_bf16_maps_matches_the_plain_kernel_and_keeps_the_layout(monkeypatch):
+    from sr3_edu import blocks
+
+    cl = torch.channels_last
+    norm = blocks.group_norm(128)  # 32 groups of 4 channels
+    torch.nn.init.normal_(norm.weight), torch.nn.init.normal_(norm.bias)
+    assert isinstance(norm, torch.nn.GroupNorm)
+    assert list(norm.state_dict()) == list(torch.nn.GroupNorm(32, 128).state_dict())
+    x = torch.randn(2, 128, 29, 29).bfloat16().contiguous(memory_format=cl).requires_grad_()
+    assert blocks._narrow_small_channels_last(x, norm.num_groups)
+    seen, group_norm = [], torch.nn.functional.group_norm
+    monkeypatch.setattr(
+        torch.nn.functional, "group_norm", lambda x, *a: seen.append(x.is_contiguous()) or group_norm(x, *a)
+    )
+    y = norm(x)
+    assert seen == [True]  # normalised in the contiguous layout
+    monkeypatch.undo()
+    assert y.is_contiguous(memory_format=cl) and y.dtype == torch.bfloat16
+    plain = torch.nn.GroupNorm.forward(norm, x)
+    # the two kernels sum in different orders: they may differ in the last bf16 bit, nowhere more
+    torch.testing.assert_close(y, plain, rtol=2**-7, atol=2**-7)
+    exact = torch.nn.functional.group_norm(x.detach().double(), 32, norm.weight.double(), norm.bias.double())
+    assert (y.double() - exact).abs().max() <= (plain.double() - exact).abs().max() * 1.5 + 1e-3
+    (grad,) = torch.autograd.grad(y.float().square().sum(), x)  # the layout copies pass the gradient through
+    (plain_grad,) = torch.autograd.grad(plain.float().square().sum(), x)
+    torch.testing.assert_close(grad.float(), plain_grad.float(), rtol=0.05, atol=0.05)
+
+
+def test_group_norm_takes_the_plain_kernel_unless_the_map_is_small_the_groups_narrow_and_the_layout_channels_last():
+    from sr3_edu import blocks
+
+    cl = torch.channels_last
+
+    def takes_detour(shape, groups, dtype=torch.bfloat16, memory_format=cl):
+        return blocks._narrow_small_channels_last(
+            torch.zeros(shape, dtype=dtype).contiguous(memory_format=memory_format), groups
+        )
+
+    assert takes_detour((8, 256, 8, 8), 32) and takes_detour((1, 64, 31, 33), 16)
+    assert takes_detour((1, 128, 16, 16), 32, torch.float16)
+    assert not takes_detour((1, 128, 32, 32), 32)  # 1024 pixels: the channels_last kernel's fast case
+    assert not takes_detour((2, 512, 8, 8), 32)  # 16 channels a group
+    assert not takes_detour((8, 256, 8, 8), 32, torch.float32)
+    assert not takes_detour((8, 256, 8, 8), 32, memory_format=torch.contiguous_format)
+    assert not takes_detour((8, 256, 1, 1), 32)  # both layouts at once
+    # fp32, and every input the rule leaves alone, is exactly nn.GroupNorm
+    norm = blocks.group_norm(64)
+    for x in (torch.randn(2, 64, 8, 8).contiguous(memory_format=cl), torch.randn(2, 64, 40, 40).bfloat16()):
+        assert torch.equal(norm(x), torch.nn.GroupNorm.forward(norm, x))
