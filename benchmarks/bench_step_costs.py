@@ -11,9 +11,10 @@
    precision is bf16), and in the whole ref128 training step (the paper's dropout 0.2).
 3. **GroupNorm on small channels_last maps.** `sr3_edu.blocks.GroupNorm` (small maps of narrow groups in bf16
    normalised in the contiguous layout) against ``nn.GroupNorm``'s own forward, in one process, in turns: the op on
-   the shapes where the rule applies (the 256² tile's 1/8 level, a 64² network's 16² and 8² levels), and whole
-   sampler calls — the shipped model on a ``--tile`` tile and the ref64 network on a batch of 8 — on the sampler's
-   default path (`sr3_edu.pipeline.FastNetwork`). Where the default precision is fp32 the rule never applies.
+   the shapes where the rule applies (the 232² tile's 1/8 level, a 64² network's 16² and 8² levels), and whole
+   sampler calls — the shipped model on the tile `upscale` uses for a 1024² output, and the ref64 network on a batch
+   of 8 — on the sampler's default path (`sr3_edu.pipeline.FastNetwork`). Where the default precision is fp32 the
+   rule never applies.
 
 Training steps are ``Trainer.train_step`` of bench_cpu's configs at the default precision and layout.
 
@@ -44,7 +45,7 @@ from torch import nn  # noqa: E402
 from sr3_edu import blocks  # noqa: E402
 from sr3_edu.checkpoint import load_model  # noqa: E402
 from sr3_edu.devices import MALLOC_ENV, resolve_precision  # noqa: E402
-from sr3_edu.pipeline import FastNetwork  # noqa: E402
+from sr3_edu.pipeline import AUTO_OVERLAP, AUTO_TILE, FastNetwork, TiledModel  # noqa: E402
 from sr3_edu.unet import SR3UNet, UNetConfig  # noqa: E402
 
 SIDES = {"kept": None, "system": "system"}
@@ -187,10 +188,12 @@ def group_norm_rows(args: argparse.Namespace, precision: str) -> list[list[str]]
         what = f"one GroupNorm, {shape} channels_last {str(dtype)[6:]}, {shape[1] // norm.num_groups} ch/group"
         rows.append([what, *(common.median(t[k][0]) for k in fns)])
 
-    side = 64 if args.quick else args.tile
     model, info = load_model(None)
+    # the tile upscale's automatic tiling refines a 1024² output with (232² for the shipped model)
+    side = 64 if args.quick else TiledModel(model, AUTO_TILE, info.scale, overlap=AUTO_OVERLAP).layout(1024)[0]
     x = torch.rand(1, 3, side // info.scale, side // info.scale, generator=g) * 2 - 1
-    calls = {f"shipped model, one call on a {side}² tile": (model, x, torch.randn(1, 3, side, side, generator=g))}
+    what = f"shipped model, one call on a {side}² tile" + ("" if args.quick else " (upscale's tile for a 1024² output)")
+    calls = {what: (model, x, torch.randn(1, 3, side, side, generator=g))}
     name = "micro" if args.quick else "ref64"
     cfg = CONFIGS[name]
     ref64 = SR3UNet.from_config(UNetConfig(**cfg.unet)).eval().requires_grad_(False)
