@@ -35,10 +35,10 @@ class GroupNorm(nn.GroupNorm):
     `SMALL_MAP_PIXELS` pixels) and narrow groups (fewer than `NARROW_GROUP` channels each), and handed back
     channels_last.
 
-    Why: on such inputs torch's channels_last CPU kernel reads each group's few channels pixel by pixel, and on a
-    2-core CPU it took 2–11× as long as the two layout copies and the contiguous kernel together — in the sampler's
-    channels_last path at 1/8 of a tile's side, and at 8–16² in a 64² network (`benchmarks/bench_step_costs.py`
-    times it, and the whole network call with and without it).
+    Why: on such inputs torch's channels_last CPU kernel took 2.6–4× as long on a 2-core CPU as the two layout
+    copies and the contiguous kernel together — in the sampler's channels_last path at 1/8 of a tile's side, and at
+    8–16² in a 64² network (`benchmarks/bench_step_costs.py` times those shapes, and the whole network call with and
+    without the detour). On larger maps or wider groups the channels_last kernel is the faster one.
     """
 
     def forward(self, x: Tensor) -> Tensor:
