@@ -8,15 +8,17 @@
    Per side: the median seconds per step, page faults and kernel (sys) seconds per step, and the peak RSS.
 2. **Dropout's mask.** `sr3_edu.blocks.Dropout` (the mask drawn as u ≥ p) against ``F.dropout`` (``bernoulli_``),
    in one process, in turns: on one activation of the 16→128 configuration (2 × 64 × 128², bf16 where the default
-   precision is bf16), and in the whole ref128 training step (the paper's dropout 0.2).
-3. **GroupNorm on small channels_last maps.** `sr3_edu.blocks.GroupNorm` (small maps of narrow groups in bf16
-   normalised in the contiguous layout) against ``nn.GroupNorm``'s own forward, in one process, in turns: the op on
-   the shapes where the rule applies (the 232² tile's 1/8 level, a 64² network's 16² and 8² levels), and whole
-   sampler calls — the shipped model on the tile `upscale` uses for a 1024² output, and the ref64 network on a batch
-   of 8 — on the sampler's default path (`sr3_edu.pipeline.FastNetwork`). Where the default precision is fp32 the
-   rule never applies.
+   precision is bf16), and in the whole ref128 training step (the paper's dropout 0.2), in the default layout and in
+   channels_last.
+3. **GroupNorm on channels_last maps.** `sr3_edu.blocks.GroupNorm` (small maps of narrow groups in bf16
+   normalised in the contiguous layout; in training, the backward in fp32) against ``nn.GroupNorm``'s own forward,
+   in one process, in turns: the op on the shapes where the forward rule applies (the 232² tile's 1/8 level, a 64²
+   network's 16² and 8² levels), whole sampler calls — the shipped model on the tile `upscale` uses for a 1024²
+   output, and the ref64 network on a batch of 8 — on the sampler's default path (`sr3_edu.pipeline.FastNetwork`),
+   and the ref64 training step in channels_last. Where the default precision is fp32 neither detour applies.
 
-Training steps are ``Trainer.train_step`` of bench_cpu's configs at the default precision and layout.
+Training steps are ``Trainer.train_step`` of bench_cpu's configs at the default precision, in the default layout
+unless a row says channels_last.
 
     python benchmarks/bench_step_costs.py             # ref128, tiny and the 256² tile: about 6 minutes
     python benchmarks/bench_step_costs.py --quick     # seconds: checks the machinery, not the speed
@@ -59,9 +61,10 @@ def _pairs(name: str) -> tuple[torch.Tensor, torch.Tensor]:
     return x_lr, torch.rand(cfg.batch, 3, cfg.size, cfg.size, generator=g) * 2 - 1
 
 
-def _trainer(name: str, threads: int, root: str):
+def _trainer(name: str, threads: int, root: str, channels_last: bool = False):
+    """``Trainer.train_step`` of config ``name`` at the default precision, in the default layout or channels_last."""
     x_lr, y0 = _pairs(name)
-    config = train_config(CONFIGS[name], {"precision": None, "channels_last": False, "threads": threads})
+    config = train_config(CONFIGS[name], {"precision": None, "channels_last": channels_last, "threads": threads})
     trainer = common.make_trainer(config, x_lr, y0, root)
     return lambda: trainer.train_step((x_lr, y0))
 
@@ -136,25 +139,32 @@ def dropout_rows(name: str, args: argparse.Namespace, precision: str) -> list[li
     t = common.alternate(fns, args.warmup, args.repeats * 4)
     rows = [[f"one dropout, {tuple(x.shape)} {str(dtype)[6:]}", *(common.median(t[k][0]) for k in fns)]]
 
-    with tempfile.TemporaryDirectory() as root:
-        step = _trainer(name, args.threads, root)
-        own = blocks.Dropout.forward
-
-        def with_forward(forward):
-            def run():
-                blocks.Dropout.forward = forward
-                try:
-                    step()
-                finally:
-                    blocks.Dropout.forward = own
-
-            return run
-
-        fns = {"Dropout": with_forward(own), "F.dropout": with_forward(_reference_dropout)}
-        t = common.alternate(fns, 1, args.repeats)
     dropout = CONFIGS[name].unet.get("dropout", 0.0)
-    rows.append([f"{name} training step (dropout {dropout:g})", *(common.median(t[k][0]) for k in fns)])
+    for channels_last in (False, True):
+        with tempfile.TemporaryDirectory() as root:
+            step = _trainer(name, args.threads, root, channels_last)
+            fns = {
+                "Dropout": _with_forward(blocks.Dropout, blocks.Dropout.forward, step),
+                "F.dropout": _with_forward(blocks.Dropout, _reference_dropout, step),
+            }
+            t = common.alternate(fns, 1, args.repeats)
+        layout = ", channels_last" if channels_last else ""
+        rows.append([f"{name} training step (dropout {dropout:g}{layout})", *(common.median(t[k][0]) for k in fns)])
     return [[what, _ms(a), _ms(b), f"{b / a:.2f}"] for what, a, b in rows]
+
+
+def _with_forward(cls: type, forward, step):
+    """``step`` run with ``cls.forward`` replaced by ``forward``, and put back after."""
+    own = cls.forward
+
+    def run():
+        cls.forward = forward
+        try:
+            step()
+        finally:
+            cls.forward = own
+
+    return run
 
 
 def _sampler_call(forward, fast: FastNetwork, *args: torch.Tensor):
@@ -210,6 +220,15 @@ def group_norm_rows(args: argparse.Namespace, precision: str) -> list[list[str]]
         }
         t = common.alternate(fns, args.warmup, args.repeats * 2)
         rows.append([what, *(common.median(t[k][0]) for k in fns)])
+    # training in channels_last, where the backward detour applies on every map
+    with tempfile.TemporaryDirectory() as root:
+        step = _trainer(name, args.threads, root, channels_last=True)
+        fns = {
+            side: _with_forward(blocks.GroupNorm, forward, step) for side, forward in (("ours", own), ("plain", plain))
+        }
+        t = common.alternate(fns, 1, args.repeats)
+    rows.append([f"{name} training step in channels_last (`Trainer.train_step`, batch {cfg.batch})"])
+    rows[-1] += [common.median(t[k][0]) for k in fns]
     return [[what, _ms(a), _ms(b), f"{b / a:.2f}"] for what, a, b in rows]
 
 
@@ -256,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
     head = ["step", "ms sr3_edu.blocks.Dropout", "ms F.dropout", "Dropout ×"]
     print(common.markdown_table(head, dropout_rows(name, args, precision)))
 
-    print("\nGroupNorm of small channels_last maps, in turns in one process (sampling: inference mode)\n")
+    print("\nGroupNorm of channels_last maps, in turns in one process (sampling in inference mode; then training)\n")
     head = ["what", "ms sr3_edu.blocks.GroupNorm", "ms nn.GroupNorm's forward", "GroupNorm ×"]
     print(common.markdown_table(head, group_norm_rows(args, precision)))
     return 0

@@ -30,30 +30,66 @@ NARROW_GROUP = 16
 
 
 class GroupNorm(nn.GroupNorm):
-    """`torch.nn.GroupNorm` (the same parameters and state dict, the same normalisation), computed in the
-    contiguous layout when the input is a channels_last bf16 or fp16 CPU tensor of a small map (fewer than
-    `SMALL_MAP_PIXELS` pixels) and narrow groups (fewer than `NARROW_GROUP` channels each), and handed back
-    channels_last.
+    """`torch.nn.GroupNorm` (the same parameters and state dict, the same normalisation), with two detours around
+    slow CPU kernels for channels_last bf16 or fp16 inputs; results differ from the plain kernels in the last bit.
 
-    Why: on such inputs torch's channels_last CPU kernel took 2.6–4× as long on a 2-core CPU as the two layout
-    copies and the contiguous kernel together — in the sampler's channels_last path at 1/8 of a tile's side, and at
-    8–16² in a 64² network (`benchmarks/bench_step_costs.py` times those shapes, and the whole network call with and
-    without the detour). On larger maps or wider groups the channels_last kernel is the faster one.
+    - Forward, small maps of narrow groups (fewer than `SMALL_MAP_PIXELS` pixels, fewer than `NARROW_GROUP` channels
+      a group): normalised in the contiguous layout and handed back channels_last. There torch's channels_last
+      kernel took 2.6–4× as long on a 2-core CPU as the two layout copies and the contiguous kernel together — in
+      the sampler's channels_last path at 1/8 of a tile's side, and at 8–16² in a 64² network. On larger maps or
+      wider groups the channels_last kernel is the faster one.
+    - Backward, every channels_last half-precision map (a training step in channels_last): the gradient is computed
+      by the fp32 channels_last kernel on fp32 copies of y's gradient and of x, and rounded once to x's dtype. The
+      bf16 channels_last backward kernel took 3–5× as long as that on the 16→64 and 16→128 training maps.
+
+    `benchmarks/bench_step_costs.py` times both, and whole sampler calls and training steps with and without them.
     """
 
     def forward(self, x: Tensor) -> Tensor:
+        needs_grad = x.requires_grad or (self.weight is not None and self.weight.requires_grad)
+        if _half_channels_last_cpu(x) and torch.is_grad_enabled() and needs_grad:
+            return _ChannelsLastGroupNorm.apply(x, self.weight, self.bias, self.num_groups, self.eps)
         if _narrow_small_channels_last(x, self.num_groups):
             return super().forward(x.contiguous()).contiguous(memory_format=torch.channels_last)
         return super().forward(x)
 
 
-def _narrow_small_channels_last(x: Tensor, groups: int) -> bool:
+def _half_channels_last_cpu(x: Tensor) -> bool:
     if x.device.type != "cpu" or x.dim() != 4 or x.dtype not in (torch.bfloat16, torch.float16):
         return False
-    N, C, H, W = x.shape
-    if H * W >= SMALL_MAP_PIXELS or C // groups >= NARROW_GROUP or x.is_contiguous():
+    return not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+
+
+def _narrow_small_channels_last(x: Tensor, groups: int) -> bool:
+    if not _half_channels_last_cpu(x):
         return False
-    return x.is_contiguous(memory_format=torch.channels_last)
+    N, C, H, W = x.shape
+    return H * W < SMALL_MAP_PIXELS and C // groups < NARROW_GROUP
+
+
+class _ChannelsLastGroupNorm(torch.autograd.Function):
+    """GroupNorm of a channels_last half-precision CPU map whose backward runs in fp32 (see `GroupNorm`)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, weight: Tensor | None, bias: Tensor | None, groups: int, eps: float) -> Tensor:
+        N, C, H, W = x.shape
+        detour = _narrow_small_channels_last(x, groups)
+        y, mean, rstd = torch.native_group_norm(x.contiguous() if detour else x, weight, bias, N, C, H * W, groups, eps)
+        ctx.save_for_backward(x, weight, mean, rstd)
+        ctx.groups = groups
+        return y.contiguous(memory_format=torch.channels_last) if detour else y
+
+    @staticmethod
+    def backward(ctx, dy: Tensor):
+        x, weight, mean, rstd = ctx.saved_tensors
+        N, C, H, W = x.shape
+        # the gradient of a channel slice (torch.cat's backward) is strided: copy it into channels_last, not NCHW
+        fp32 = {"dtype": torch.float32, "memory_format": torch.channels_last}
+        mask = [ctx.needs_input_grad[0], weight is not None and ctx.needs_input_grad[1], ctx.needs_input_grad[2]]
+        dx, dweight, dbias = torch.ops.aten.native_group_norm_backward(
+            dy.to(**fp32), x.to(**fp32), mean, rstd, weight, N, C, H * W, ctx.groups, mask
+        )
+        return (dx.to(x.dtype) if dx is not None else None), dweight, dbias, None, None
 
 
 class Dropout(nn.Dropout):
@@ -68,7 +104,8 @@ class Dropout(nn.Dropout):
     def forward(self, x: Tensor) -> Tensor:
         if not self.training or not 0 < self.p < 1 or x.device.type != "cpu":
             return super().forward(x)
-        keep = torch.rand(x.shape, device=x.device) >= self.p
+        # drawn in x's memory layout: a contiguous mask on a channels_last x would make the product a strided copy
+        keep = torch.empty_like(x, dtype=torch.float32).uniform_() >= self.p
         return x.mul(keep).mul_(1 / (1 - self.p))
 
 

@@ -383,7 +383,11 @@ def test_step_costs_benchmark_times_both_allocator_settings_dropout_masks_and_gr
         assert float(row[3]) > 0
     drop = table_with(proc.stdout, ["step", "ms sr3_edu.blocks.Dropout", "ms F.dropout", "Dropout ×"])
     dtype = "bfloat16" if resolve_precision("auto", torch.device("cpu")) == "bf16" else "float32"
-    assert [r[0] for r in drop[1:]] == [f"one dropout, (2, 8, 16, 16) {dtype}", "micro training step (dropout 0)"]
+    assert [r[0] for r in drop[1:]] == [
+        f"one dropout, (2, 8, 16, 16) {dtype}",
+        "micro training step (dropout 0)",
+        "micro training step (dropout 0, channels_last)",
+    ]
     assert all(float(c) > 0 for r in drop[1:] for c in r[1:])
     head = ["what", "ms sr3_edu.blocks.GroupNorm", "ms nn.GroupNorm's forward", "GroupNorm ×"]
     norm = table_with(proc.stdout, head)
@@ -391,6 +395,7 @@ def test_step_costs_benchmark_times_both_allocator_settings_dropout_masks_and_gr
         f"one GroupNorm, (1, 8, 8, 8) channels_last {dtype}, 4 ch/group",
         "shipped model, one call on a 64² tile",
         "micro network, one call on 2 × 16²",
+        "micro training step in channels_last (`Trainer.train_step`, batch 2)",
     ]
     assert all(float(c) > 0 for r in norm[1:] for c in r[1:])
     assert "CPU: " in proc.stdout.split("|", 1)[0]

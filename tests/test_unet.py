@@ -156,6 +156,21 @@ def test_dropout_keeps_each_unit_with_probability_one_minus_p_and_rescales_it():
     assert isinstance(ResBlock(8, 8, emb_dim=4, dropout=0.2).dropout, Dropout)
 
 
+def test_dropout_draws_its_mask_in_the_layout_of_its_input():
+    from sr3_edu.blocks import Dropout
+
+    drop = Dropout(0.2)
+    x = torch.randn(2, 8, 6, 6)
+    for memory_format, shape in ((torch.contiguous_format, (2, 8, 6, 6)), (torch.channels_last, (2, 6, 6, 8))):
+        torch.manual_seed(0)
+        y = drop(x.contiguous(memory_format=memory_format))
+        torch.manual_seed(0)
+        u = torch.rand(shape)  # the generator's numbers in memory order
+        keep = (u if shape[1] == 8 else u.permute(0, 3, 1, 2)) >= 0.2
+        torch.testing.assert_close(y, x * keep / 0.8)
+        assert y.is_contiguous(memory_format=memory_format)
+
+
 def test_group_norm_of_small_channels_last_bf16_maps_matches_the_plain_kernel_and_keeps_the_layout(monkeypatch):
     from sr3_edu import blocks
 
@@ -164,24 +179,67 @@ def test_group_norm_of_small_channels_last_bf16_maps_matches_the_plain_kernel_an
     torch.nn.init.normal_(norm.weight), torch.nn.init.normal_(norm.bias)
     assert isinstance(norm, torch.nn.GroupNorm)
     assert list(norm.state_dict()) == list(torch.nn.GroupNorm(32, 128).state_dict())
-    x = torch.randn(2, 128, 29, 29).bfloat16().contiguous(memory_format=cl).requires_grad_()
+    x = torch.randn(2, 128, 29, 29).bfloat16().contiguous(memory_format=cl)
     assert blocks._narrow_small_channels_last(x, norm.num_groups)
     seen, group_norm = [], torch.nn.functional.group_norm
     monkeypatch.setattr(
         torch.nn.functional, "group_norm", lambda x, *a: seen.append(x.is_contiguous()) or group_norm(x, *a)
     )
-    y = norm(x)
+    with torch.no_grad():  # the sampler's path; training's is the next test's
+        y = norm(x)
     assert seen == [True]  # normalised in the contiguous layout
     monkeypatch.undo()
     assert y.is_contiguous(memory_format=cl) and y.dtype == torch.bfloat16
     plain = torch.nn.GroupNorm.forward(norm, x)
     # the two kernels sum in different orders: they may differ in the last bf16 bit, nowhere more
     torch.testing.assert_close(y, plain, rtol=2**-7, atol=2**-7)
-    exact = torch.nn.functional.group_norm(x.detach().double(), 32, norm.weight.double(), norm.bias.double())
+    exact = torch.nn.functional.group_norm(x.double(), 32, norm.weight.double(), norm.bias.double())
     assert (y.double() - exact).abs().max() <= (plain.double() - exact).abs().max() * 1.5 + 1e-3
-    (grad,) = torch.autograd.grad(y.float().square().sum(), x)  # the layout copies pass the gradient through
-    (plain_grad,) = torch.autograd.grad(plain.float().square().sum(), x)
-    torch.testing.assert_close(grad.float(), plain_grad.float(), rtol=0.05, atol=0.05)
+
+
+@pytest.mark.parametrize("shape", [(2, 128, 16, 16), (2, 32, 64, 64)], ids=["small map", "large map"])
+def test_group_norm_trains_channels_last_bf16_maps_with_the_fp32_backward_and_gradients_as_close_as_torchs(shape):
+    from sr3_edu import blocks
+
+    cl = torch.channels_last
+    torch.manual_seed(0)
+    norm = blocks.group_norm(shape[1])
+    torch.nn.init.normal_(norm.weight), torch.nn.init.normal_(norm.bias)
+    x = (torch.randn(shape) * 3 + 1).bfloat16().contiguous(memory_format=cl).requires_grad_()
+    # the gradient arrives as a channel slice of a wider channels_last map, as torch.cat's backward hands it on
+    dy = torch.randn(shape[0], 2 * shape[1], *shape[2:]).bfloat16().contiguous(memory_format=cl)[:, : shape[1]]
+    y = norm(x)
+    assert y.grad_fn.name() == "_ChannelsLastGroupNormBackward"
+    with torch.no_grad():
+        assert torch.equal(y, norm(x))  # the same forward kernels as inference
+    dx, dw, db = torch.autograd.grad(y, (x, norm.weight, norm.bias), dy)
+    assert dx.dtype == torch.bfloat16 and dx.is_contiguous(memory_format=cl)
+
+    def grads(x, weight, bias):
+        x, weight, bias = (t.detach().requires_grad_() for t in (x, weight, bias))
+        out = torch.nn.functional.group_norm(x, norm.num_groups, weight, bias, norm.eps)
+        return torch.autograd.grad(out, (x, weight, bias), dy.to(x.dtype))
+
+    exact = grads(x.double(), norm.weight.double(), norm.bias.double())
+    torchs = grads(x, norm.weight, norm.bias)  # torch's own bf16 channels_last backward
+    assert torchs[0].is_contiguous(memory_format=cl)
+    for ours, theirs, want in zip((dx, dw, db), torchs, exact):
+        assert (ours.double() - want).abs().max() <= (theirs.double() - want).abs().max() * 1.5 + 1e-6
+        assert (ours.double() - want).abs().max() <= 0.02 * want.abs().max()  # and both are close to exact
+
+
+def test_group_norm_keeps_torchs_own_backward_for_fp32_and_contiguous_maps():
+    from sr3_edu import blocks
+
+    norm = blocks.group_norm(32)
+    for x in (
+        torch.randn(2, 32, 16, 16).contiguous(memory_format=torch.channels_last).requires_grad_(),
+        torch.randn(2, 32, 16, 16).bfloat16().requires_grad_(),
+    ):
+        assert norm(x).grad_fn.name() == "NativeGroupNormBackward0"
+    x = torch.randn(2, 32, 16, 16).bfloat16().contiguous(memory_format=torch.channels_last)
+    norm.requires_grad_(False)
+    assert norm(x).grad_fn is None  # nothing to differentiate: the inference path
 
 
 def test_group_norm_takes_the_plain_kernel_unless_the_map_is_small_the_groups_narrow_and_the_layout_channels_last():
