@@ -97,10 +97,11 @@ def resolve_precision(name: str, device: torch.device) -> str:
 
 def channels_last_training(device: torch.device, precision: str = "auto") -> bool:
     """Whether a training step runs faster in channels_last (NHWC) memory than contiguous on ``device``: on a CUDA
-    GPU (cuDNN's tensor-core kernels want NHWC) and on a CPU with AMX; not on other CPUs, where oneDNN's backward
-    convolutions are faster contiguous, and never with ``precision="fp32"``, which is plain fp32 in the default
-    layout. The trainer's ``channels_last="auto"`` follows this; sampling, forward only, keeps channels_last on every
-    CPU (`sr3_edu.pipeline.FastNetwork`). `benchmarks/bench_layout.py` times both layouts on the machine at hand."""
+    GPU (cuDNN's tensor-core kernels want NHWC) and on a CPU with AMX; not on other CPUs, where the two layouts trained
+    at 0.98–1.06× of each other on an AVX512_BF16 CPU (the fused AdamW kernel copies channels_last weights), and
+    never with ``precision="fp32"``, which is plain fp32 in the default layout. The trainer's ``channels_last="auto"``
+    follows this; sampling, forward only, keeps channels_last on every CPU (`sr3_edu.pipeline.FastNetwork`).
+    `benchmarks/bench_layout.py` times both layouts on the machine at hand."""
     if precision == "fp32":
         return False
     if device.type == "cuda":
