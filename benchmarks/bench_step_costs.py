@@ -169,17 +169,12 @@ def _with_forward(cls: type, forward, step):
 
 def _sampler_call(forward, fast: FastNetwork, *args: torch.Tensor):
     """One sampler call of ``fast`` with `sr3_edu.blocks.GroupNorm` running ``forward``."""
-    own = blocks.GroupNorm.forward
 
-    def run():
-        blocks.GroupNorm.forward = forward
-        try:
-            with torch.inference_mode():
-                fast(*args)
-        finally:
-            blocks.GroupNorm.forward = own
+    def call():
+        with torch.inference_mode():
+            fast(*args)
 
-    return run
+    return _with_forward(blocks.GroupNorm, forward, call)
 
 
 def group_norm_rows(args: argparse.Namespace, precision: str) -> list[list[str]]:
