@@ -399,3 +399,28 @@ def test_step_costs_benchmark_times_both_allocator_settings_dropout_masks_and_gr
     ]
     assert all(float(c) > 0 for r in norm[1:] for c in r[1:])
     assert "CPU: " in proc.stdout.split("|", 1)[0]
+
+
+@pytest.mark.slow
+def test_compile_benchmark_times_both_sides_after_a_first_call_that_compiles():
+    proc = run(BENCH / "bench_compile.py", "--quick", "--threads", "1", timeout=900)
+    assert proc.returncode == 0, proc.stderr
+    head = ["step", "s eager", "s compiled", "compiled ×", "first compiled call s", "max abs difference"]
+    table = table_with(proc.stdout, head)
+    assert [r[0] for r in table[1:]] == [
+        "shipped model, 8² → 32², one refinement step (`super_resolve`, 2 a turn)",
+        "micro training step (`Trainer.train_step`, batch 2)",
+    ]
+    for what, eager, compiled, ratio, first, delta in table[1:]:
+        assert float(eager) > 0 and float(compiled) > 0
+        assert float(ratio) == pytest.approx(float(eager) / float(compiled), rel=0.02, abs=0.01)
+        # the first call compiles, so it takes longer than a compiled step after it
+        assert float(first) > float(compiled)
+        assert 0 <= float(delta) < 0.1, what  # the same computation, rounded differently
+    assert "CPU: " in proc.stdout.split("|", 1)[0]
+
+
+def test_compile_benchmark_refuses_a_side_the_shipped_model_cannot_take():
+    proc = run(BENCH / "bench_compile.py", "--side", "100")
+    assert proc.returncode == 2
+    assert "--side must be a positive multiple of 32" in proc.stderr
