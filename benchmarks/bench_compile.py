@@ -12,7 +12,9 @@ natively):
 
 The first call of each compiled side (compilation included) is timed on its own and reported beside the per-step
 figures, which come after it. "max abs difference" says how far the compiled side's result is from the eager one's:
-the output images of the first turn (both draw the same noise on a CPU), or the loss of the first training step.
+the output images of the first turn (both draw the same noise on a CPU), or the larger of the differences of the first
+training step's loss and of its gradient norm. "others' cores" is how many cores other processes kept busy during the
+timed turns.
 
     python benchmarks/bench_compile.py                  # the shipped model and ref64: about 6 minutes, most compiling
     python benchmarks/bench_compile.py --quick          # the micro config: checks the machinery, not the speed
@@ -47,8 +49,16 @@ def _first_call(fn) -> tuple[float, object]:
     return time.perf_counter() - t0, out
 
 
+def _turns(fns, warmup: int, repeats: int) -> tuple[common.Timings, float | None]:
+    """`common.alternate`, and the cores other processes kept busy meanwhile (measured only here, after the first
+    calls: the compiler's worker processes are other processes to the meter)."""
+    others = common.OthersMeter()
+    timings = common.alternate(fns, warmup, repeats)
+    return timings, others.cores()
+
+
 def sampling_row(side: int, steps: int, warmup: int, repeats: int) -> list:
-    """[what, s/step eager, s/step compiled, first compiled call s, the images' max abs difference]: super_resolve."""
+    """[what, s/step eager, s/step compiled, first compiled call s, the images' max abs difference, others' cores]."""
     model, info = load_model(None)
     x_lr = torch.rand(1, 3, side // info.scale, side // info.scale, generator=torch.Generator().manual_seed(0))
     x_lr = x_lr * 2 - 1
@@ -59,13 +69,13 @@ def sampling_row(side: int, steps: int, warmup: int, repeats: int) -> list:
     fns = {side_: run(side_ == "compiled") for side_ in SIDES}
     first, compiled_out = _first_call(fns["compiled"])
     delta = (compiled_out - fns["eager"]()).abs().max().item()
-    timings = common.alternate(fns, warmup, repeats)
+    timings, others = _turns(fns, warmup, repeats)
     what = f"shipped model, {side // info.scale}² → {side}², one refinement step (`super_resolve`, {steps} a turn)"
-    return [what, *(common.median(timings[k][0]) / steps for k in SIDES), first, delta]
+    return [what, *(common.median(timings[k][0]) / steps for k in SIDES), first, delta, others]
 
 
 def training_row(name: str, threads: int, warmup: int, repeats: int, root: str) -> list:
-    """[what, s/step eager, s/step compiled, first step s, the first loss's abs difference] of a config."""
+    """[what, s/step eager, s/step compiled, first step s, the first step's difference, others' cores]."""
     cfg = CONFIGS[name]
     g = torch.Generator().manual_seed(0)
     x_lr = torch.rand(cfg.batch, 3, cfg.size // cfg.scale, cfg.size // cfg.scale, generator=g) * 2 - 1
@@ -76,12 +86,12 @@ def training_row(name: str, threads: int, warmup: int, repeats: int, root: str) 
         for side in SIDES
     }
     fns = {side: (lambda t=trainer: t.train_step((x_lr, y0))) for side, trainer in trainers.items()}
-    first, (compiled_loss, *_) = _first_call(fns["compiled"])
-    eager_loss = fns["eager"]()[0]  # the same step number, so the same noise
-    delta = (compiled_loss - eager_loss).abs().item()
-    timings = common.alternate(fns, warmup, repeats)
+    first, (compiled_loss, compiled_norm, _) = _first_call(fns["compiled"])
+    eager_loss, eager_norm, _ = fns["eager"]()  # the same step number, so the same noise
+    delta = max((compiled_loss - eager_loss).abs().item(), (compiled_norm - eager_norm).abs().item())
+    timings, others = _turns(fns, warmup, repeats)
     what = f"{name} training step (`Trainer.train_step`, batch {cfg.batch})"
-    return [what, *(common.median(timings[k][0]) for k in SIDES), first, delta]
+    return [what, *(common.median(timings[k][0]) for k in SIDES), first, delta, others]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -111,22 +121,34 @@ def main(argv: list[str] | None = None) -> int:
     warning = common.busy_warning(args.threads)
     if warning:
         print(f"warning: {warning}", file=sys.stderr)
-    others = common.OthersMeter()
     rows = [sampling_row(side, steps, warmup, repeats)]
     with tempfile.TemporaryDirectory() as root:
         rows.append(training_row(name, args.threads, warmup, repeats, root))
     table = [
-        [what, f"{eager:.4f}", f"{comp:.4f}", f"{eager / comp:.2f}", f"{first:.1f}", f"{delta:.2g}"]
-        for what, eager, comp, first, delta in rows
+        [
+            what,
+            f"{eager:.4f}",
+            f"{comp:.4f}",
+            f"{eager / comp:.2f}",
+            f"{first:.1f}",
+            f"{delta:.2g}",
+            common.fmt(others, 2),
+        ]
+        for what, eager, comp, first, delta, others in rows
     ]
     print()
-    head = ["step", "s eager", "s compiled", "compiled ×", "first compiled call s", "max abs difference"]
+    head = [
+        "step",
+        "s eager",
+        "s compiled",
+        "compiled ×",
+        "first compiled call s",
+        "max abs difference",
+        "others' cores",
+    ]
     print(common.markdown_table(head, table))
     print("\n(per step, after the first call; compiled × > 1: the compiled side is faster. The first call includes")
     print("compiling; a later process compiles again unless torch's on-disk caches still hold the result.)")
-    cores = others.cores()
-    if cores is not None:
-        print(f"other processes kept {cores:.2f} cores busy on average while this ran")
     return 0
 
 
