@@ -280,10 +280,11 @@ def sample(
     but the same trained f_θ: it keeps its quality at fewer steps.
 
     ``compile=True`` runs each step through `torch.compile` (U-Net and update fused; a CUDA graph on a GPU), with
-    the step's numbers read from a table on the device and each step's noise drawn on the device. It pays once
-    the first call's compilation (tens of seconds) is spread over many steps or images. On a GPU its noise comes
-    from a device generator seeded from ``generator``, so a seed still fixes the image, but not the same image
-    as the eager sampler's; on the CPU both draw the same noise.
+    the step's numbers read from a table on the device and each step's noise drawn on the device. It is meant for
+    a GPU, where the first call's compilation (a minute or more) is spread over many steps or images; on a CPU
+    without AMX a compiled step measured slower than an eager one (``benchmarks/bench_compile.py``). On a GPU its
+    noise comes from a device generator seeded from ``generator``, so a seed still fixes the image, but not the
+    same image as the eager sampler's; on the CPU both draw the same noise.
     """
     if x_lr.dim() != 4:
         raise ValueError(f"x_lr must be a batch (B, C, h, w), got shape {tuple(x_lr.shape)}")

@@ -98,8 +98,9 @@ def add_sampler_arguments(p: argparse.ArgumentParser, *, steps_default: str = "t
     p.add_argument(
         "--compile",
         action="store_true",
-        help="torch.compile each refinement step, U-Net and update together (a CUDA graph on a GPU): faster per "
-        "step after a first call that compiles for tens of seconds to minutes, so it pays on many steps or images",
+        help="torch.compile each refinement step, U-Net and update together (on a GPU replayed as a CUDA graph): "
+        "meant for a GPU and many steps or images, as the first call compiles for a minute or more; on a CPU "
+        "without AMX it measured slower than the eager loop (benchmarks/bench_compile.py)",
     )
 
 

@@ -125,7 +125,8 @@ class TrainConfig:
     compile: bool = False
     """torch.compile the U-Net.
 
-    Faster steps on a GPU after a minute of compiling."""
+    Meant for a GPU, after a few minutes of compiling; on a CPU without AMX the compiled training step measured no
+    faster than the eager one (``benchmarks/bench_compile.py``)."""
     activation_checkpointing: bool = False
     """Recompute activations in backward: less memory.
 
