@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
 import sys
 import tempfile
 import time
@@ -77,9 +76,7 @@ def sampling_row(side: int, steps: int, warmup: int, repeats: int) -> list:
 def training_row(name: str, threads: int, warmup: int, repeats: int, root: str) -> list:
     """[what, s/step eager, s/step compiled, first step s, the first step's difference, others' cores]."""
     cfg = CONFIGS[name]
-    g = torch.Generator().manual_seed(0)
-    x_lr = torch.rand(cfg.batch, 3, cfg.size // cfg.scale, cfg.size // cfg.scale, generator=g) * 2 - 1
-    y0 = torch.rand(cfg.batch, 3, cfg.size, cfg.size, generator=g) * 2 - 1
+    x_lr, y0 = cfg.pairs(torch.Generator().manual_seed(0))
     config = train_config(cfg, {"precision": None, "channels_last": False, "threads": threads})
     trainers = {
         side: common.make_trainer(dataclasses.replace(config, compile=side == "compiled"), x_lr, y0, root)
@@ -116,11 +113,12 @@ def main(argv: list[str] | None = None) -> int:
     warmup, repeats = (1, 2) if args.quick else (1, args.repeats)
     torch.set_num_threads(args.threads)
     precision = resolve_precision("auto", torch.device("cpu"))
-    print(f"CPU: {common.cpu_name()}; {common.cpu_flags()}; {os.cpu_count()} cores; torch {torch.__version__}; "
-          f"{args.threads} thread(s); precision {precision} (default); medians of {repeats} turns")  # fmt: skip
-    warning = common.busy_warning(args.threads)
-    if warning:
-        print(f"warning: {warning}", file=sys.stderr)
+    print(
+        common.machine_line(
+            f"{args.threads} thread(s)", f"precision {precision} (default)", f"medians of {repeats} turns"
+        )
+    )
+    common.warn_if_busy(args.threads)
     rows = [sampling_row(side, steps, warmup, repeats)]
     with tempfile.TemporaryDirectory() as root:
         rows.append(training_row(name, args.threads, warmup, repeats, root))

@@ -108,6 +108,15 @@ class BenchConfig:
     """Changes to that adapter config (``micro`` shrinks tiny16_64 to its own toy shapes)."""
     note: str = ""
 
+    def pairs(self, generator):
+        """A training batch drawn from ``generator``: (x_lr, y0), ``batch`` pairs uniform in [−1, 1], of sides
+        size/scale and size (the timings depend on the shapes only; every script draws the same numbers)."""
+        import torch
+
+        h = self.size // self.scale
+        x_lr = torch.rand(self.batch, 3, h, h, generator=generator) * 2 - 1
+        return x_lr, torch.rand(self.batch, 3, self.size, self.size, generator=generator) * 2 - 1
+
 
 CONFIGS: dict[str, BenchConfig] = {
     "ref64": BenchConfig(
@@ -292,8 +301,7 @@ def build_sides(name: str, opts: dict, root: str, only: str | None = None) -> tu
     cfg = CONFIGS[name]
     gen = torch.Generator().manual_seed(0)
     h = cfg.size // cfg.scale
-    x_lr = torch.rand(cfg.batch, 3, h, h, generator=gen) * 2 - 1
-    y0 = torch.rand(cfg.batch, 3, cfg.size, cfg.size, generator=gen) * 2 - 1
+    x_lr, y0 = cfg.pairs(gen)
     n = opts["sample_batch"] or cfg.batch
     x_sample = torch.rand(n, 3, h, h, generator=gen) * 2 - 1
     sides: dict[str, Any] = {}
@@ -814,9 +822,7 @@ def main(argv: list[str] | None = None) -> int:
     torch_version = _torch_version()
     cores = os.cpu_count() or 1
     load_start = os.getloadavg()
-    warning = common.busy_warning(args.threads)
-    if warning:
-        print(f"warning: {warning}", file=sys.stderr)
+    warning = common.warn_if_busy(args.threads)
     if reference is None:
         print(f"note: no comparison with the reference: {where}", file=sys.stderr)
     rows = []

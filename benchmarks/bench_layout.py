@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
 import sys
 import tempfile
 
@@ -39,9 +38,7 @@ def training_rows(names: list[str], precision: str, threads: int, warmup: int, r
     rows = []
     for name in names:
         cfg = CONFIGS[name]
-        g = torch.Generator().manual_seed(0)
-        x_lr = torch.rand(cfg.batch, 3, cfg.size // cfg.scale, cfg.size // cfg.scale, generator=g) * 2 - 1
-        y0 = torch.rand(cfg.batch, 3, cfg.size, cfg.size, generator=g) * 2 - 1
+        x_lr, y0 = cfg.pairs(torch.Generator().manual_seed(0))
         fns = {}
         for layout, cl in LAYOUTS.items():
             config = train_config(cfg, {"precision": precision, "channels_last": False, "threads": threads})
@@ -80,8 +77,11 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     cpu = torch.device("cpu")
     precision = resolve_precision("auto", cpu)
-    print(f"CPU: {common.cpu_name()}; {common.cpu_flags()}; {os.cpu_count()} cores; torch {torch.__version__}; "
-          f"{args.threads} thread(s); precision {precision} (default); medians of {repeats} turns")  # fmt: skip
+    print(
+        common.machine_line(
+            f"{args.threads} thread(s)", f"precision {precision} (default)", f"medians of {repeats} turns"
+        )
+    )
     others = common.OthersMeter()
     with tempfile.TemporaryDirectory() as root:
         rows = training_rows(names, precision, args.threads, warmup, repeats, root)

@@ -54,16 +54,9 @@ SIDES = {"kept": None, "system": "system"}
 """The allocator's two sides: the value of SR3_EDU_MALLOC (None: unset, the package's setting)."""
 
 
-def _pairs(name: str) -> tuple[torch.Tensor, torch.Tensor]:
-    cfg = CONFIGS[name]
-    g = torch.Generator().manual_seed(0)
-    x_lr = torch.rand(cfg.batch, 3, cfg.size // cfg.scale, cfg.size // cfg.scale, generator=g) * 2 - 1
-    return x_lr, torch.rand(cfg.batch, 3, cfg.size, cfg.size, generator=g) * 2 - 1
-
-
 def _trainer(name: str, threads: int, root: str, channels_last: bool = False):
     """``Trainer.train_step`` of config ``name`` at the default precision, in the default layout or channels_last."""
-    x_lr, y0 = _pairs(name)
+    x_lr, y0 = CONFIGS[name].pairs(torch.Generator().manual_seed(0))
     config = train_config(CONFIGS[name], {"precision": None, "channels_last": channels_last, "threads": threads})
     trainer = common.make_trainer(config, x_lr, y0, root)
     return lambda: trainer.train_step((x_lr, y0))
@@ -253,11 +246,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.tile, args.rounds, args.repeats = 64, 1, 2
     precision = resolve_precision("auto", torch.device("cpu"))
-    print(f"CPU: {common.cpu_name()}; {common.cpu_flags()}; {os.cpu_count()} cores; torch {torch.__version__}; "
-          f"{args.threads} thread(s); precision {precision} (default)")  # fmt: skip
-    warning = common.busy_warning(args.threads)
-    if warning:
-        print(f"warning: {warning}", file=sys.stderr)
+    print(common.machine_line(f"{args.threads} thread(s)", f"precision {precision} (default)"))
+    common.warn_if_busy(args.threads)
 
     print(f"\nThe allocator: {args.rounds} fresh processes per side, in turns, median of {args.repeats} steps each\n")
     head = ["step", "kept (the default): s / faults / sys s / peak MiB", "system: s / faults / sys s / peak MiB"]

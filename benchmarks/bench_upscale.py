@@ -127,8 +127,9 @@ def main() -> int:
 
     model, info = load_model(None)
     fast = resolve_precision("auto", torch.device("cpu"))
-    print(f"CPU: {common.cpu_name()}; {common.cpu_flags()}; {os.cpu_count()} cores; torch {torch.__version__}; "
-          f"--precision auto = {fast}; auto tiles ≤ {AUTO_TILE}² with ≥ {AUTO_OVERLAP} px overlap")  # fmt: skip
+    print(
+        common.machine_line(f"--precision auto = {fast}", f"auto tiles ≤ {AUTO_TILE}² with ≥ {AUTO_OVERLAP} px overlap")
+    )
     sides = [int(s) for s in args.tile_sides.split(",") if s.strip()]
     costs = tile_costs(model, sides) if sides else {}
     if costs:

@@ -60,6 +60,24 @@ def cpu_flags() -> str:
     return ", ".join(f"{name} {'yes' if ok else 'no'}" for name, ok in features.items())
 
 
+def machine_line(*more: str) -> str:
+    """The line a benchmark prints above its tables: "CPU: <model>; <`cpu_flags`>; <n> cores; torch <version>",
+    then ``more`` (threads, precision, …), "; "-joined. Figures move with the CPU, so each table names its own."""
+    import torch
+
+    return "; ".join(
+        [f"CPU: {cpu_name()}", cpu_flags(), f"{os.cpu_count()} cores", f"torch {torch.__version__}", *more]
+    )
+
+
+def warn_if_busy(threads: int) -> str | None:
+    """`busy_warning`, printed to stderr when there is one; returns it (or None) for a JSON record."""
+    warning = busy_warning(threads)
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr)
+    return warning
+
+
 def peak_rss_mib() -> float:
     """This process's peak resident memory so far (ru_maxrss: KiB on Linux, bytes on macOS)."""
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

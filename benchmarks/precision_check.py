@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tempfile
 import time
@@ -84,8 +83,7 @@ def main() -> int:
     p.add_argument("--batch-size", type=int, default=8, help="training batch")
     p.add_argument("--json", default=None, help="also write the results to this JSON file")
     args = p.parse_args()
-    print(f"CPU: {common.cpu_name()}; {common.cpu_flags()}; {os.cpu_count()} cores; torch {torch.__version__}; "
-          f"{torch.get_num_threads()} threads")  # fmt: skip
+    print(common.machine_line(f"{torch.get_num_threads()} threads"))
     result = {"machine": {"cpu": common.cpu_name(), "flags": common.cpu_flags()}}
     s = result["sampling"] = sampling(args.crop, args.samples)
     print(
