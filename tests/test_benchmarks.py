@@ -433,3 +433,38 @@ def test_compile_benchmark_refuses_a_side_the_shipped_model_cannot_take():
     proc = run(BENCH / "bench_compile.py", "--side", "100")
     assert proc.returncode == 2
     assert "--side must be a positive multiple of 32" in proc.stderr
+
+
+def test_step_profile_sums_every_op_into_its_kind_and_the_shares_make_the_whole():
+    proc = run(BENCH / "profile_step.py", "--quick", "--threads", "1")
+    assert proc.returncode == 0, proc.stderr
+    table = table_with(proc.stdout, ["kind of op", "micro ms per step", "micro share"])
+    kinds = [r[0] for r in table[1:]]
+    assert kinds[:2] == ["convolution, backward", "convolution, forward"] and kinds[-2:] == [
+        "everything else",
+        "all ops",
+    ]
+    ms = {r[0]: float(r[1]) for r in table[1:]}
+    assert (
+        ms["convolution, forward"] > 0 and ms["convolution, backward"] > 0 and ms["GroupNorm, forward and backward"] > 0
+    )
+    assert sum(v for k, v in ms.items() if k != "all ops") == pytest.approx(ms["all ops"], abs=0.1 * len(ms))
+    assert sum(int(r[2].rstrip(" %")) for r in table[1:-1]) == pytest.approx(100, abs=len(kinds))
+    assert "micro: `Trainer.train_step`, batch 2, " in proc.stdout and "CPU: " in proc.stdout
+
+
+def test_step_profile_names_the_kind_of_each_op():
+    sys.path.insert(0, str(BENCH))
+    try:
+        from profile_step import kind_of
+    finally:
+        sys.path.remove(str(BENCH))
+    assert kind_of("aten::convolution_backward") == "convolution, backward"
+    assert kind_of("aten::mkldnn_convolution") == "convolution, forward"
+    assert kind_of("aten::native_group_norm_backward") == "GroupNorm, forward and backward"
+    assert kind_of("aten::silu_backward") == "SiLU, forward and backward"
+    assert kind_of("aten::_fused_adamw_") == "AdamW, gradient clipping, EMA"
+    assert kind_of("aten::_scaled_dot_product_flash_attention_for_cpu") == "attention and linear layers"
+    assert kind_of("aten::copy_") == "layout and dtype copies"
+    assert kind_of("aten::add") == "other element-wise ops"
+    assert kind_of("aten::upsample_bicubic2d") == "everything else"
