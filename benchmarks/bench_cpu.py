@@ -153,6 +153,17 @@ DEFAULT_CONFIGS = ("ref64", "ref128", "tiny", "upscale")
 
 
 # ---------------------------------------------------------------------------------------------- the two sides
+def config_names(p, text: str, quick: bool = False) -> list[str]:
+    """The configs ``text`` names (comma-separated), or ["micro"] with ``quick``; none or an unknown one is a usage
+    error of the parser ``p`` (exit 2)."""
+    names = ["micro"] if quick else [c.strip() for c in text.split(",") if c.strip()]
+    unknown = [c for c in names if c not in CONFIGS]
+    if unknown or not names:
+        what = f"unknown config {unknown[0]!r}" if unknown else "no config given"
+        p.error(f"{what}; choose from {', '.join(CONFIGS)}")
+    return names
+
+
 def train_config(cfg: BenchConfig, opts: dict):
     """sr3-edu's TrainConfig for ``cfg``: the trainer's defaults but for the shapes and the chosen variant."""
     common.use_repo_package()

@@ -20,7 +20,7 @@ import sys
 import tempfile
 
 import common
-from bench_cpu import CONFIGS, train_config
+from bench_cpu import CONFIGS, config_names, train_config
 
 common.use_repo_package()
 
@@ -69,10 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=5, help="timed turns per layout (median reported)")
     p.add_argument("--quick", action="store_true", help="the micro config, a 64² tile, 1 warm-up and 2 turns")
     args = p.parse_args(argv)
-    names = ["micro"] if args.quick else [c.strip() for c in args.configs.split(",") if c.strip()]
-    unknown = [c for c in names if c not in CONFIGS]
-    if unknown:
-        p.error(f"unknown config {unknown[0]!r}; choose from {', '.join(CONFIGS)}")
+    names = config_names(p, args.configs, args.quick)
     warmup, repeats, tile = (1, 2, 64) if args.quick else (2, args.repeats, args.tile)
     torch.set_num_threads(args.threads)
     cpu = torch.device("cpu")

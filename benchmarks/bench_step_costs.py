@@ -36,7 +36,7 @@ import tempfile
 import time
 
 import common
-from bench_cpu import CONFIGS, train_config
+from bench_cpu import CONFIGS, config_names, train_config
 
 common.use_repo_package()
 
@@ -238,10 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.worker:
         print(json.dumps(worker(json.loads(args.worker))))
         return 0
-    names = ["micro"] if args.quick else [c.strip() for c in args.configs.split(",") if c.strip()]
-    unknown = [c for c in names if c not in CONFIGS]
-    if unknown:
-        p.error(f"unknown config {unknown[0]!r}; choose from {', '.join(CONFIGS)}")
+    names = config_names(p, args.configs, args.quick)
     args.warmup = 1 if args.quick else 2
     if args.quick:
         args.tile, args.rounds, args.repeats = 64, 1, 2

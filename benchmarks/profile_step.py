@@ -20,7 +20,7 @@ import tempfile
 import time
 
 import common
-from bench_cpu import CONFIGS, train_config
+from bench_cpu import CONFIGS, config_names, train_config
 
 common.use_repo_package()
 
@@ -81,10 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
     p.add_argument("--quick", action="store_true", help="the micro config, 2 steps")
     args = p.parse_args(argv)
-    names = ["micro"] if args.quick else [c.strip() for c in args.configs.split(",") if c.strip()]
-    unknown = [c for c in names if c not in CONFIGS]
-    if unknown or not names:
-        p.error(f"unknown config {unknown[0] if unknown else args.configs!r}; choose from {', '.join(CONFIGS)}")
+    names = config_names(p, args.configs, args.quick)
     if args.steps < 1:
         p.error("--steps must be at least 1")
     steps = 2 if args.quick else args.steps

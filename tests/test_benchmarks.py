@@ -468,3 +468,11 @@ def test_step_profile_names_the_kind_of_each_op():
     assert kind_of("aten::copy_") == "layout and dtype copies"
     assert kind_of("aten::add") == "other element-wise ops"
     assert kind_of("aten::upsample_bicubic2d") == "everything else"
+
+
+@pytest.mark.parametrize("script", ["bench_layout.py", "bench_step_costs.py", "profile_step.py"])
+@pytest.mark.parametrize(("configs", "message"), [("ref64,nope", "unknown config 'nope'"), (",", "no config given")])
+def test_benchmarks_refuse_an_unknown_or_empty_config_list(script, configs, message):
+    proc = run(BENCH / script, "--configs", configs)
+    assert proc.returncode == 2
+    assert f"{message}; choose from ref64, ref128, tiny, micro" in proc.stderr
