@@ -1,4 +1,4 @@
-"""Where the time of a training step goes on this machine: ``Trainer.train_step`` of a bench_cpu config under
+"""Where the time of a training step goes on this machine: ``Trainer.train_step`` of bench_cpu configs under
 ``torch.profiler``, the self CPU time of its ops summed by kind.
 
 It backs what the README says limits training speed on a CPU. The kinds are read off aten op names
