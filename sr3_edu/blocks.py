@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["ResBlock", "AttnBlock", "Dropout", "GroupNorm", "group_norm"]
+__all__ = ["ResBlock", "AttnBlock", "Dropout", "keep_mask", "GroupNorm", "group_norm"]
 
 
 def _groups(ch: int) -> int:
@@ -92,21 +92,42 @@ class _ChannelsLastGroupNorm(torch.autograd.Function):
         return (dx.to(x.dtype) if dx is not None else None), dweight, dbias, None, None
 
 
-class Dropout(nn.Dropout):
-    """Inverted dropout: each unit kept with probability 1 − p and scaled by 1/(1 − p), as `torch.nn.Dropout`.
+MASK_BITS = 15
+"""Random bits per unit of a CPU dropout mask (`keep_mask`): p is realised as a multiple of 2⁻¹⁵."""
 
-    On a CPU the mask is drawn as u ≥ p with u ~ U[0, 1) — the same Bernoulli(1 − p) — because torch.rand fills it
-    about twice as fast as the ``bernoulli_`` kernel behind F.dropout (`benchmarks/bench_step_costs.py`; at the
-    paper's dropout 0.2 of 16→128 that kernel was a tenth of a training step here). Elsewhere (CUDA's fused kernel)
-    it is F.dropout. No parameters: state dicts are unchanged.
+
+def keep_mask(x: Tensor, p: float) -> tuple[Tensor, float]:
+    """A Bernoulli keep-mask for ``x`` in x's memory layout, and the keep probability q it realises.
+
+    Each unit gets 15 random bits b (four units per 64-bit draw of the generator, where ``torch.rand`` spends one
+    32-bit draw and a conversion per unit) and is kept where b ≥ k = round(p·2¹⁵): q = 1 − k/2¹⁵, p rounded to a
+    multiple of 2⁻¹⁵ (0.2 → 0.20001), k kept in [1, 2¹⁵ − 1]. The bits are laid out in x's memory order, so for a
+    channels_last x the mask is channels_last too (a contiguous mask would make every product a strided copy)."""
+    k = min(max(round(p * 2**MASK_BITS), 1), 2**MASK_BITS - 1)
+    n = x.numel()
+    bits = torch.empty((n + 3) // 4, dtype=torch.int64, device=x.device).random_().view(torch.int16)[:n]
+    dense = x.is_contiguous() or (x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last))
+    bits = bits.as_strided(x.shape, x.stride()) if dense else bits.view(x.shape)
+    # random_ fills an int64 with 63 bits (its sign bit is 0): keep 15 of each 16 so all four units are alike
+    return bits.bitwise_and_(2**MASK_BITS - 1) >= k, 1 - k / 2**MASK_BITS
+
+
+class Dropout(nn.Dropout):
+    """Inverted dropout: each unit kept with probability q = 1 − p and scaled by 1/q, as `torch.nn.Dropout`.
+
+    On a CPU the mask comes from `keep_mask`: 15 random bits per unit against p·2¹⁵, a quarter of the generator's
+    draws of ``torch.rand`` and about a fifth of the ``bernoulli_`` kernel behind F.dropout
+    (`benchmarks/bench_step_costs.py`; at the paper's dropout 0.2 of 16→128 that kernel was a tenth of a training step
+    here). p is then realised to 2⁻¹⁵ (0.2 as 0.20001) and the kept units are scaled by that q's 1/q, so the
+    expectation is x exactly. Elsewhere (CUDA's fused kernel) it is F.dropout. No parameters: state dicts are
+    unchanged.
     """
 
     def forward(self, x: Tensor) -> Tensor:
         if not self.training or not 0 < self.p < 1 or x.device.type != "cpu":
             return super().forward(x)
-        # drawn in x's memory layout: a contiguous mask on a channels_last x would make the product a strided copy
-        keep = torch.empty_like(x, dtype=torch.float32).uniform_() >= self.p
-        return x.mul(keep).mul_(1 / (1 - self.p))
+        keep, q = keep_mask(x, self.p)
+        return x.mul(keep).mul_(1 / q)
 
 
 class ResBlock(nn.Module):

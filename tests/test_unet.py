@@ -138,15 +138,17 @@ def test_dropout_keeps_each_unit_with_probability_one_minus_p_and_rescales_it():
     from sr3_edu.blocks import Dropout
 
     drop = Dropout(0.2)
+    q = 1 - round(0.2 * 2**15) / 2**15  # p realised to 2⁻¹⁵: 0.20001
+    assert abs(q - 0.8) < 2**-16
     x = torch.randn(1_000_000, requires_grad=True)
     torch.manual_seed(0)
     y = drop(x)
     kept = y != 0
     # Binomial(10⁶, 0.8): its standard deviation is 0.0004 in the kept fraction; 0.003 is over 7 of them
     assert abs(kept.float().mean().item() - 0.8) < 0.003
-    torch.testing.assert_close(y[kept], x[kept] / 0.8)
+    torch.testing.assert_close(y[kept], x[kept] / q)
     y.sum().backward()
-    torch.testing.assert_close(x.grad, kept.float() / 0.8)  # the gradient goes through the kept units only
+    torch.testing.assert_close(x.grad, kept.float() / q)  # the gradient goes through the kept units only
     torch.manual_seed(0)
     assert torch.equal(drop(x) != 0, kept)  # the mask is a function of the seed
     drop.eval()
@@ -156,19 +158,50 @@ def test_dropout_keeps_each_unit_with_probability_one_minus_p_and_rescales_it():
     assert isinstance(ResBlock(8, 8, emb_dim=4, dropout=0.2).dropout, Dropout)
 
 
+@pytest.mark.parametrize("p", [0.05, 0.2, 0.5, 0.9])
+def test_dropout_masks_keep_every_lane_of_the_random_words_alike(p):
+    from sr3_edu.blocks import keep_mask
+
+    # four units share one 64-bit draw; the top lane has the draw's sign bit, which is always 0
+    torch.manual_seed(0)
+    keep, q = keep_mask(torch.ones(4 * 250_000), p)
+    assert q == 1 - round(p * 2**15) / 2**15
+    lanes = keep.view(-1, 4).float().mean(0)
+    # Binomial(250 000, q) per lane: its standard deviation is at most 0.001; 0.006 is over 6 of them
+    assert (lanes - q).abs().max().item() < 0.006, lanes
+    # and neighbouring units are not tied to each other: P(both kept) = q²
+    both = (keep[:-1] & keep[1:]).float().mean().item()
+    assert abs(both - q * q) < 0.006
+
+
 def test_dropout_draws_its_mask_in_the_layout_of_its_input():
     from sr3_edu.blocks import Dropout
 
     drop = Dropout(0.2)
+    k = round(0.2 * 2**15)
     x = torch.randn(2, 8, 6, 6)
+    n = x.numel()
     for memory_format, shape in ((torch.contiguous_format, (2, 8, 6, 6)), (torch.channels_last, (2, 6, 6, 8))):
         torch.manual_seed(0)
         y = drop(x.contiguous(memory_format=memory_format))
         torch.manual_seed(0)
-        u = torch.rand(shape)  # the generator's numbers in memory order
-        keep = (u if shape[1] == 8 else u.permute(0, 3, 1, 2)) >= 0.2
-        torch.testing.assert_close(y, x * keep / 0.8)
+        # the generator's numbers in memory order: 15 bits of each 16-bit lane of its 64-bit draws
+        bits = torch.empty((n + 3) // 4, dtype=torch.int64).random_().view(torch.int16)[:n] & (2**15 - 1)
+        u = bits.view(shape)
+        keep = (u if shape[1] == 8 else u.permute(0, 3, 1, 2)) >= k
+        torch.testing.assert_close(y, x * keep / (1 - k / 2**15))
         assert y.is_contiguous(memory_format=memory_format)
+
+
+def test_dropout_of_a_strided_view_is_still_a_mask_of_its_shape():
+    from sr3_edu.blocks import Dropout
+
+    x = torch.randn(4, 6, 10)[:, ::2, 1:]  # neither contiguous nor channels_last
+    torch.manual_seed(0)
+    y = Dropout(0.5)(x)
+    kept = y != 0
+    assert y.shape == x.shape and 0 < kept.float().mean().item() < 1
+    torch.testing.assert_close(y[kept], x[kept] * 2)
 
 
 def test_group_norm_of_small_channels_last_bf16_maps_matches_the_plain_kernel_and_keeps_the_layout(monkeypatch):
