@@ -6,10 +6,10 @@
    setting is per process, so the two sides are fresh processes started in turns — kept, system, kept, system, … —
    each building the step, warming up and timing ``--repeats`` steps (``SR3_EDU_MALLOC=system`` for the other side).
    Per side: the median seconds per step, page faults and kernel (sys) seconds per step, and the peak RSS.
-2. **Dropout's mask.** `sr3_edu.blocks.Dropout` (`keep_mask`: 15 random bits a unit) against ``F.dropout`` (``bernoulli_``),
-   in one process, in turns: on one activation of the 16→128 configuration (2 × 64 × 128², bf16 where the default
-   precision is bf16), and in the whole ref128 training step (the paper's dropout 0.2), in the default layout and in
-   channels_last.
+2. **Dropout's mask.** `sr3_edu.blocks.Dropout` (`sr3_edu.blocks.keep_mask`: 15 random bits a unit) against
+   ``F.dropout`` (``bernoulli_``), in one process, in turns: on one activation of the 16→128 configuration
+   (2 × 64 × 128², bf16 where the default precision is bf16), and in the whole ref128 training step (the paper's
+   dropout 0.2), in the default layout and in channels_last.
 3. **GroupNorm on channels_last maps.** `sr3_edu.blocks.GroupNorm` (small maps of narrow groups in bf16
    normalised in the contiguous layout; in training, the backward in fp32) against ``nn.GroupNorm``'s own forward,
    in one process, in turns: the op on the shapes where the forward rule applies (the 232² tile's 1/8 level, a 64²
