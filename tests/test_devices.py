@@ -86,9 +86,12 @@ def test_freed_memory_is_reused_rather_than_faulted_in_again_on_glibc():
 
         assert reuse_freed_memory() is False  # nothing to set off glibc
         return
-    done, kept = _faults(None)
-    system, returned = _faults("system")
-    assert (done, system) == ("True", "False")
+    # fresh processes in turns, the median of three a side: one process's count can jump (a step that happens to
+    # allocate past the thresholds), and turns let a change of load fall on both sides
+    runs = [(_faults(None), _faults("system")) for _ in range(3)]
+    assert {(a[0], b[0]) for a, b in runs} == {("True", "False")}
+    kept = sorted(a[1] for a, _ in runs)[1]
+    returned = sorted(b[1] for _, b in runs)[1]
     # With glibc's defaults each step faults its freed activations in again (24k-62k faults in 3 steps, measured
     # on a 2-core Linux machine); with the setting the pages stay mapped (0-2,560). A toy loop of equal-sized blocks
     # would not show it: glibc's sliding thresholds settle on such a pattern within a few steps.
