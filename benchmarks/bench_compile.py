@@ -23,13 +23,12 @@ timed turns.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 import tempfile
 import time
 
 import common
-from bench_cpu import CONFIGS, train_config
+from bench_cpu import CONFIGS, default_trainer
 
 common.use_repo_package()
 
@@ -76,13 +75,10 @@ def sampling_row(side: int, steps: int, warmup: int, repeats: int) -> list:
 def training_row(name: str, threads: int, warmup: int, repeats: int, root: str) -> list:
     """[what, s/step eager, s/step compiled, first step s, the first step's difference, others' cores]."""
     cfg = CONFIGS[name]
-    x_lr, y0 = cfg.pairs(torch.Generator().manual_seed(0))
-    config = train_config(cfg, {"precision": None, "channels_last": False, "threads": threads})
-    trainers = {
-        side: common.make_trainer(dataclasses.replace(config, compile=side == "compiled"), x_lr, y0, root)
-        for side in SIDES
-    }
-    fns = {side: (lambda t=trainer: t.train_step((x_lr, y0))) for side, trainer in trainers.items()}
+    fns = {}
+    for side in SIDES:
+        trainer, batch = default_trainer(name, threads, root, compile=side == "compiled")
+        fns[side] = lambda t=trainer, batch=batch: t.train_step(batch)
     first, (compiled_loss, compiled_norm, _) = _first_call(fns["compiled"])
     eager_loss, eager_norm, _ = fns["eager"]()  # the same step number, so the same noise
     delta = max((compiled_loss - eager_loss).abs().item(), (compiled_norm - eager_norm).abs().item())

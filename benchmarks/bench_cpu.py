@@ -164,6 +164,20 @@ def config_names(p, text: str, quick: bool = False) -> list[str]:
     return names
 
 
+def default_trainer(name: str, threads: int, root: str, precision: str | None = None, **changes):
+    """(sr3-edu's `Trainer` for config ``name``, its batch): the trainer's defaults (``precision`` None: "auto"), with
+    the TrainConfig ``changes`` (channels_last=True, compile=True, …), on the config's pairs drawn from seed 0; its
+    run folder new under ``root``. The step the benchmarks time is ``trainer.train_step(batch)``."""
+    import dataclasses
+
+    import torch
+
+    cfg = CONFIGS[name]
+    batch = cfg.pairs(torch.Generator().manual_seed(0))
+    config = train_config(cfg, {"precision": precision, "channels_last": False, "threads": threads})
+    return common.make_trainer(dataclasses.replace(config, **changes), *batch, root), batch
+
+
 def train_config(cfg: BenchConfig, opts: dict):
     """sr3-edu's TrainConfig for ``cfg``: the trainer's defaults but for the shapes and the chosen variant."""
     common.use_repo_package()

@@ -15,12 +15,11 @@ falls on both):
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 import tempfile
 
 import common
-from bench_cpu import CONFIGS, config_names, train_config
+from bench_cpu import CONFIGS, config_names, default_trainer
 
 common.use_repo_package()
 
@@ -37,15 +36,12 @@ def training_rows(names: list[str], precision: str, threads: int, warmup: int, r
     """[config, s/step channels_last, s/step contiguous] for each bench_cpu config, timed in turns."""
     rows = []
     for name in names:
-        cfg = CONFIGS[name]
-        x_lr, y0 = cfg.pairs(torch.Generator().manual_seed(0))
         fns = {}
         for layout, cl in LAYOUTS.items():
-            config = train_config(cfg, {"precision": precision, "channels_last": False, "threads": threads})
-            trainer = common.make_trainer(dataclasses.replace(config, channels_last=cl), x_lr, y0, root)
-            fns[layout] = lambda t=trainer, batch=(x_lr, y0): t.train_step(batch)
+            trainer, batch = default_trainer(name, threads, root, precision, channels_last=cl)
+            fns[layout] = lambda t=trainer, batch=batch: t.train_step(batch)
         timings = common.alternate(fns, warmup, repeats)
-        rows.append([name, *(common.median(timings[k][0]) for k in LAYOUTS), cfg.batch])
+        rows.append([name, *(common.median(timings[k][0]) for k in LAYOUTS), CONFIGS[name].batch])
     return rows
 
 

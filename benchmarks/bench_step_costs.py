@@ -36,7 +36,7 @@ import tempfile
 import time
 
 import common
-from bench_cpu import CONFIGS, config_names, train_config
+from bench_cpu import CONFIGS, config_names, default_trainer
 
 common.use_repo_package()
 
@@ -56,10 +56,8 @@ SIDES = {"kept": None, "system": "system"}
 
 def _trainer(name: str, threads: int, root: str, channels_last: bool = False):
     """``Trainer.train_step`` of config ``name`` at the default precision, in the default layout or channels_last."""
-    x_lr, y0 = CONFIGS[name].pairs(torch.Generator().manual_seed(0))
-    config = train_config(CONFIGS[name], {"precision": None, "channels_last": channels_last, "threads": threads})
-    trainer = common.make_trainer(config, x_lr, y0, root)
-    return lambda: trainer.train_step((x_lr, y0))
+    trainer, batch = default_trainer(name, threads, root, channels_last=True if channels_last else "auto")
+    return lambda: trainer.train_step(batch)
 
 
 def _tile_call(side: int):

@@ -20,7 +20,7 @@ import tempfile
 import time
 
 import common
-from bench_cpu import CONFIGS, config_names, train_config
+from bench_cpu import CONFIGS, config_names, default_trainer
 
 common.use_repo_package()
 
@@ -51,11 +51,7 @@ def kind_of(name: str) -> str:
 
 def profile_step(name: str, threads: int, steps: int, root: str) -> tuple[dict[str, float], float, str]:
     """({kind: ms per step}, the unprofiled step's median seconds, the layout) for config ``name``."""
-    cfg = CONFIGS[name]
-    x_lr, y0 = cfg.pairs(torch.Generator().manual_seed(0))
-    trainer = common.make_trainer(train_config(cfg, {"precision": None, "channels_last": False, "threads": threads}),
-                                  x_lr, y0, root)  # fmt: skip
-    batch = (x_lr, y0)
+    trainer, batch = default_trainer(name, threads, root)
     for _ in range(2):
         trainer.train_step(batch)
     walls = []
