@@ -1,4 +1,4 @@
-"""Three costs of a CPU step that are not its convolutions, each timed against its alternative on this machine.
+"""Four costs of a CPU step that are not its convolutions, each timed against its alternative on this machine.
 
 1. **The allocator.** A step frees its activations and allocates the same sizes again in the next step; glibc's
    malloc by default gives that memory back to the system and faults it in again, page by page.
@@ -16,17 +16,24 @@
    network's 16² and 8² levels), whole sampler calls — the shipped model on the tile `upscale` uses for a 1024²
    output, and the ref64 network on a batch of 8 — on the sampler's default path (`sr3_edu.pipeline.FastNetwork`),
    and the ref64 training step in channels_last. Where the default precision is fp32 neither detour applies.
+4. **Casting θ to bf16.** bf16 autocast casts every convolution's and linear layer's weights at every call; a chain
+   of Algorithm 2 never changes θ, so `sr3_edu.pipeline.FastNetwork.fixed_weights` (which `sample` enters for its
+   chain) casts them once. Sampler calls inside it against calls that autocast casts, in one process, in turns: the
+   shipped model on upscale's tile, the ref64 and ref128 networks on bench_cpu's sampling batches; and what the
+   one cast on entering costs. Where the default precision is fp32 there is nothing to cast.
 
 Training steps are ``Trainer.train_step`` of bench_cpu's configs at the default precision, in the default layout
 unless a row says channels_last.
 
-    python benchmarks/bench_step_costs.py             # ref128, tiny and the 256² tile: about 6 minutes
+    python benchmarks/bench_step_costs.py             # ref128, tiny and the 256² tile: about 7 minutes
     python benchmarks/bench_step_costs.py --quick     # seconds: checks the machinery, not the speed
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
 import json
 import os
 import resource
@@ -42,7 +49,7 @@ common.use_repo_package()
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
-from torch import nn  # noqa: E402
+from torch import Tensor, nn  # noqa: E402
 
 from sr3_edu import blocks  # noqa: E402
 from sr3_edu.checkpoint import load_model  # noqa: E402
@@ -168,6 +175,43 @@ def _sampler_call(forward, fast: FastNetwork, *args: torch.Tensor):
     return _with_forward(blocks.GroupNorm, forward, call)
 
 
+def sampler_calls(args: argparse.Namespace, names: list[str]) -> dict[str, tuple[nn.Module, Tensor, Tensor]]:
+    """What a sampler call is timed on: {row label: (network, x_lr, y_t)} — the shipped model on upscale's tile for a
+    1024² output (64² with --quick), then each of ``names``'s networks on its batch (fresh weights: the time depends
+    on the shapes only), all in eval mode."""
+    g = torch.Generator().manual_seed(0)
+    model, info = load_model(None)
+    # the tile upscale's automatic tiling refines a 1024² output with (232² for the shipped model)
+    side = 64 if args.quick else TiledModel(model, AUTO_TILE, info.scale, overlap=AUTO_OVERLAP).layout(1024)[0]
+    x = torch.rand(1, 3, side // info.scale, side // info.scale, generator=g) * 2 - 1
+    what = f"shipped model, one call on a {side}² tile" + ("" if args.quick else " (upscale's tile for a 1024² output)")
+    calls = {what: (model, x, torch.randn(1, 3, side, side, generator=g))}
+    for name in names:
+        cfg = CONFIGS[name]
+        net = SR3UNet.from_config(UNetConfig(**cfg.unet)).eval().requires_grad_(False)
+        x_lr, y0 = cfg.pairs(g)
+        calls[f"{name} network, one call on {cfg.batch} × {cfg.size}²"] = (net, x_lr, torch.randn_like(y0))
+    return calls
+
+
+def cast_rows(args: argparse.Namespace) -> list[list[str]]:
+    torch.set_num_threads(args.threads)
+    rows = []
+    names = ["micro"] if args.quick else ["ref64", "ref128"]
+    for what, (net, x_lr, y_t) in sampler_calls(args, names).items():
+        once, every = FastNetwork(net, "bf16"), FastNetwork(net, "bf16")
+        gamma = torch.full((y_t.shape[0],), 0.5)
+        with torch.inference_mode(), contextlib.ExitStack() as chain:
+            t0 = time.perf_counter()
+            chain.enter_context(once.fixed_weights())
+            entering = time.perf_counter() - t0  # the first entry: the copy made and cast
+            fns = {side: functools.partial(fast, x_lr, y_t, gamma) for side, fast in (("once", once), ("every", every))}
+            t = common.alternate(fns, args.warmup, args.repeats * 2)
+        a, b = (common.median(t[k][0]) for k in fns)
+        rows.append([what, _ms(a), _ms(b), f"{b / a:.2f}", _ms(entering)])
+    return rows
+
+
 def group_norm_rows(args: argparse.Namespace, precision: str) -> list[list[str]]:
     torch.set_num_threads(args.threads)
     dtype = torch.bfloat16 if precision == "bf16" else torch.float32
@@ -184,22 +228,8 @@ def group_norm_rows(args: argparse.Namespace, precision: str) -> list[list[str]]
         what = f"one GroupNorm, {shape} channels_last {str(dtype)[6:]}, {shape[1] // norm.num_groups} ch/group"
         rows.append([what, *(common.median(t[k][0]) for k in fns)])
 
-    model, info = load_model(None)
-    # the tile upscale's automatic tiling refines a 1024² output with (232² for the shipped model)
-    side = 64 if args.quick else TiledModel(model, AUTO_TILE, info.scale, overlap=AUTO_OVERLAP).layout(1024)[0]
-    x = torch.rand(1, 3, side // info.scale, side // info.scale, generator=g) * 2 - 1
-    what = f"shipped model, one call on a {side}² tile" + ("" if args.quick else " (upscale's tile for a 1024² output)")
-    calls = {what: (model, x, torch.randn(1, 3, side, side, generator=g))}
     name = "micro" if args.quick else "ref64"
-    cfg = CONFIGS[name]
-    ref64 = SR3UNet.from_config(UNetConfig(**cfg.unet)).eval().requires_grad_(False)
-    x = torch.rand(cfg.batch, 3, cfg.size // cfg.scale, cfg.size // cfg.scale, generator=g) * 2 - 1
-    calls[f"{name} network, one call on {cfg.batch} × {cfg.size}²"] = (
-        ref64,
-        x,
-        torch.randn(cfg.batch, 3, cfg.size, cfg.size),
-    )
-    for what, (net, x_lr, y_t) in calls.items():
+    for what, (net, x_lr, y_t) in sampler_calls(args, [name]).items():
         fast, gamma = FastNetwork(net, "auto"), torch.full((y_t.shape[0],), 0.5)
         fns = {
             side: _sampler_call(forward, fast, x_lr, y_t, gamma) for side, forward in (("ours", own), ("plain", plain))
@@ -213,7 +243,7 @@ def group_norm_rows(args: argparse.Namespace, precision: str) -> list[list[str]]
             side: _with_forward(blocks.GroupNorm, forward, step) for side, forward in (("ours", own), ("plain", plain))
         }
         t = common.alternate(fns, 1, args.repeats)
-    rows.append([f"{name} training step in channels_last (`Trainer.train_step`, batch {cfg.batch})"])
+    rows.append([f"{name} training step in channels_last (`Trainer.train_step`, batch {CONFIGS[name].batch})"])
     rows[-1] += [common.median(t[k][0]) for k in fns]
     return [[what, _ms(a), _ms(b), f"{b / a:.2f}"] for what, a, b in rows]
 
@@ -258,6 +288,13 @@ def main(argv: list[str] | None = None) -> int:
     print("\nGroupNorm of channels_last maps, in turns in one process (sampling in inference mode; then training)\n")
     head = ["what", "ms sr3_edu.blocks.GroupNorm", "ms nn.GroupNorm's forward", "GroupNorm ×"]
     print(common.markdown_table(head, group_norm_rows(args, precision)))
+
+    print("\nθ cast to bf16 once a chain or at every call, in turns in one process (sampling in inference mode)\n")
+    if precision != "bf16":
+        print("(not timed: the default precision here is fp32, where nothing is cast)")
+    else:
+        head = ["what", "ms cast once (fixed_weights)", "ms autocast every call", "cast once ×"]
+        print(common.markdown_table([*head, "ms entering (copy and cast)"], cast_rows(args)))
     return 0
 
 

@@ -7,6 +7,7 @@ The textbook writes x_0, x_t, ᾱ_t and ε_θ(x_t, t) for y_0, y_t, γ_t and f_�
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal, Protocol
@@ -274,6 +275,8 @@ def sample(
     the posterior mean with ŷ_0 clipped to the image range [−1, 1] first, which stops early, very noisy steps from
     pushing the colours out of range.
     Every random draw comes from ``generator``, so a seed fixes the image.
+    The whole chain runs inside ``model.fixed_weights()`` where the network has one: `sr3_edu.pipeline.FastNetwork`
+    then casts θ to bf16 once for the chain, not at every step; the numbers are the same.
 
     ``sampler="ddim"`` takes DDIM steps instead (`ddim_step`, noise σ_t = η × the posterior σ; ``variance`` is then
     unused): η = 0 is deterministic, η = 1 the ancestral chain with the posterior variance. Not the paper's sampler,
@@ -301,14 +304,16 @@ def sample(
     trajectory: list[RefinementStep] = []
     gammas = schedule.gammas.tolist()
 
-    for t in _timesteps(schedule.T, progress):
-        gamma_t = gammas_dev[t - 1].expand(B)
-        z = _randn(shape, noise_generator, device, dtype) if t > 1 and (sampler == "ddpm" or eta > 0) else None
-        kept = stride > 0 and (t == schedule.T or t % stride == 0)
-        y_kept = y.float().cpu() if kept else None  # before the step: a CUDA graph reuses y's memory
-        y, y0_hat = step(model, x, y, gamma_t, k_dev[t - 1], z, clip_y0)
-        if kept:
-            trajectory.append(RefinementStep(t, gammas[t - 1], y_kept, y0_hat.float().cpu()))
+    # θ does not change during the chain: a wrapper of f_θ may prepare its weights once for it
+    with getattr(model, "fixed_weights", contextlib.nullcontext)():
+        for t in _timesteps(schedule.T, progress):
+            gamma_t = gammas_dev[t - 1].expand(B)
+            z = _randn(shape, noise_generator, device, dtype) if t > 1 and (sampler == "ddpm" or eta > 0) else None
+            kept = stride > 0 and (t == schedule.T or t % stride == 0)
+            y_kept = y.float().cpu() if kept else None  # before the step: a CUDA graph reuses y's memory
+            y, y0_hat = step(model, x, y, gamma_t, k_dev[t - 1], z, clip_y0)
+            if kept:
+                trajectory.append(RefinementStep(t, gammas[t - 1], y_kept, y0_hat.float().cpu()))
     if compile and device.type == "cuda":
         y = y.clone()  # the graph's output memory is reused by its next replay, so hand back a copy
     if stride > 0:

@@ -363,7 +363,7 @@ def test_layout_benchmark_times_both_layouts_and_names_the_rule_it_backs():
     assert "CPU: " in proc.stdout.split("|", 1)[0]
 
 
-def test_step_costs_benchmark_times_both_allocator_settings_dropout_masks_and_group_norm_layouts():
+def test_step_costs_benchmark_times_allocator_settings_dropout_masks_group_norm_layouts_and_weight_casts():
     proc = run(BENCH / "bench_step_costs.py", "--quick", "--threads", "1")
     assert proc.returncode == 0, proc.stderr
     alloc = table_with(
@@ -398,6 +398,13 @@ def test_step_costs_benchmark_times_both_allocator_settings_dropout_masks_and_gr
         "micro training step in channels_last (`Trainer.train_step`, batch 2)",
     ]
     assert all(float(c) > 0 for r in norm[1:] for c in r[1:])
+    if dtype == "float32":
+        assert "nothing is cast" in proc.stdout
+    else:
+        head = ["what", "ms cast once (fixed_weights)", "ms autocast every call", "cast once ×"]
+        cast = table_with(proc.stdout, [*head, "ms entering (copy and cast)"])
+        assert [r[0] for r in cast[1:]] == [r[0] for r in norm[2:4]]  # the same two sampler calls
+        assert all(float(c) > 0 for r in cast[1:] for c in r[1:])
     assert "CPU: " in proc.stdout.split("|", 1)[0]
 
 

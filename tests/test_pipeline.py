@@ -1,15 +1,21 @@
 """The image pipeline: the fast path's precision, tiles blended at every step, and the seams they do not leave."""
 
+import contextlib
+
 import pytest
 import torch
+from torch import nn
 
 from sr3_edu import devices
 from sr3_edu.builtin import builtin_images
 from sr3_edu.checkpoint import load_model
 from sr3_edu.devices import channels_last_training, native_bf16, resolve_precision
+from sr3_edu.diffusion import sample
 from sr3_edu.metrics import seam_ratio
-from sr3_edu.pipeline import AUTO_TILE, FastNetwork, auto_tile, tiled
+from sr3_edu.pipeline import AUTO_TILE, FastNetwork, TiledModel, auto_tile, tiled
 from sr3_edu.protocol import tensor_pairs
+from sr3_edu.schedule import NoiseSchedule
+from sr3_edu.unet import SR3UNet, UNetConfig
 from sr3_edu.upscale import super_resolve
 
 SEAM_TOLERANCE = 1.1
@@ -62,6 +68,80 @@ def test_fast_network_returns_fp32_close_to_the_plain_network(shipped):
     assert fp32.dtype == bf16.dtype == torch.float32 and bf16.is_contiguous()
     torch.testing.assert_close(fp32, plain, atol=1e-4, rtol=0)  # the layout alone: rounding only
     assert (bf16 - plain).abs().mean() < 0.01  # bf16 keeps about 3 significant digits
+
+
+def _random_unet() -> SR3UNet:
+    """A small U-Net with attention and dropout whose every weight is drawn (the zero-initialised convolutions too)."""
+    torch.manual_seed(0)
+    cfg = UNetConfig(base_channels=16, channel_mults=(1, 2), num_res_blocks=1, attn_levels=(1,), dropout=0.2)
+    model = SR3UNet.from_config(cfg).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0, 0.1)
+    return model
+
+
+def test_fixed_weights_casts_theta_once_and_gives_autocasts_numbers_bit_for_bit():
+    model = _random_unet()
+    fast = FastNetwork(model, "bf16")
+    x, y, g = torch.rand(2, 3, 8, 8) * 2 - 1, torch.randn(2, 3, 32, 32), torch.tensor([0.3, 0.9])
+    with torch.inference_mode():
+        every_call = fast(x, y, g)
+        with fast.fixed_weights():
+            assert torch.equal(fast(x, y, g), every_call)
+            with torch.no_grad():
+                model.conv_in.weight.mul_(2)  # a change inside the chain is not seen: θ was cast on entering
+            assert torch.equal(fast(x, y, g), every_call)
+        changed = fast(x, y, g)
+        assert not torch.equal(changed, every_call)
+        with fast.fixed_weights():  # the next chain casts the weights as they are now
+            assert torch.equal(fast(x, y, g), changed)
+        model.conv_in.weight = nn.Parameter(model.conv_in.weight.detach() / 2)  # a new tensor, not an update
+        with fast.fixed_weights():
+            assert torch.equal(fast(x, y, g), every_call)
+    assert all(p.dtype == torch.float32 for p in model.parameters())  # the model itself is untouched
+
+
+def test_fixed_weights_does_nothing_in_fp32():
+    model = _random_unet()
+    fast = FastNetwork(model, "fp32")
+    x, y, g = torch.rand(1, 3, 8, 8) * 2 - 1, torch.randn(1, 3, 32, 32), torch.tensor([0.5])
+    with torch.inference_mode(), fast.fixed_weights():
+        assert fast._cast is None
+        torch.testing.assert_close(fast(x, y, g), model(x, y, g), atol=0, rtol=0)
+
+
+class _Spy:
+    """A stand-in f_θ that records whether each call came inside its own ``fixed_weights``."""
+
+    multiple = 1
+
+    def __init__(self):
+        self.inside, self.calls, self.entered = False, [], 0
+
+    def parameters(self):
+        return iter([torch.zeros(1)])
+
+    @contextlib.contextmanager
+    def fixed_weights(self):
+        self.entered += 1
+        self.inside = True
+        yield
+        self.inside = False
+
+    def __call__(self, x_lr, y_t, gamma):
+        self.calls.append(self.inside)
+        return torch.zeros_like(y_t)
+
+
+@pytest.mark.parametrize("tiles", [False, True])
+def test_sample_holds_the_weights_fixed_for_its_whole_chain(tiles):
+    spy = _Spy()
+    net = TiledModel(spy, tile=16, scale=4) if tiles else spy
+    sample(net, torch.zeros(1, 3, 8, 8), NoiseSchedule.linear(3), scale=4, generator=torch.Generator().manual_seed(0))
+    assert spy.entered == 1 and not spy.inside
+    per_step = len(net.layout(32)[1]) ** 2 if tiles else 1  # 32² in 16² tiles: 3 × 3 tiles, one call each
+    assert per_step == (9 if tiles else 1) and spy.calls == [True] * (3 * per_step)
 
 
 def test_auto_tiles_only_images_larger_than_the_auto_tile():
