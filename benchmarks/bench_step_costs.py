@@ -53,7 +53,7 @@ from torch import Tensor, nn  # noqa: E402
 
 from sr3_edu import blocks  # noqa: E402
 from sr3_edu.checkpoint import load_model  # noqa: E402
-from sr3_edu.devices import MALLOC_ENV, resolve_precision  # noqa: E402
+from sr3_edu.devices import MALLOC_ENV, resolve_precision, reuse_freed_memory  # noqa: E402
 from sr3_edu.pipeline import AUTO_OVERLAP, AUTO_TILE, FastNetwork, TiledModel  # noqa: E402
 from sr3_edu.unet import SR3UNet, UNetConfig  # noqa: E402
 
@@ -280,6 +280,9 @@ def main(argv: list[str] | None = None) -> int:
     print("\n(s: seconds per step; faults: minor page faults per step; sys s: kernel seconds per step; kept × > 1: the")
     print(f"package's setting is faster. 'system' is {MALLOC_ENV}=system, glibc's own thresholds.)")
 
+    # the in-process tables run as the trainer and the sampler do: glibc keeping freed memory (set before the first
+    # timing: a lone op's 4 MB buffers, faulted in afresh at every call, measured up to 2.5× slower without it)
+    reuse_freed_memory()
     name = "micro" if args.quick else ("ref128" if "ref128" in names else names[0])
     print("\nDropout's mask, in turns in one process (the allocator setting on in both)\n")
     head = ["step", "ms sr3_edu.blocks.Dropout", "ms F.dropout", "Dropout ×"]
