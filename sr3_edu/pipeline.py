@@ -68,10 +68,11 @@ class FastNetwork:
     def fixed_weights(self):
         """Inside it, bf16 calls take the convolution and linear weights cast to bf16 once, on entering, rather
         than autocast casting them again at every call: a chain of Algorithm 2 never changes θ. The numbers are
-        the same (both casts round to nearest; tested bit for bit), each step is 2–4 % faster on a 2-core CPU
-        (``benchmarks/bench_step_costs.py``). `sample` enters it for its whole chain. The copy is kept and
-        refreshed from the model on every entry, so θ changed between chains (an EMA update) is seen. For
-        inference only: the copy's weights take no gradient. In fp32 it does nothing."""
+        the same (both casts round to nearest; tested bit for bit), and a step is 1–7 % faster on a 2-core CPU,
+        the most for the largest network (``benchmarks/bench_step_costs.py``). `sample` enters it for its whole
+        chain. The copy is kept and refreshed from the model on every entry, so θ changed between chains (an EMA
+        update) is seen; it holds those weights a second time, in bf16 (half their fp32 size). For inference only:
+        the copy's weights take no gradient. In fp32 it does nothing."""
         if self.precision != "bf16":
             yield
             return
@@ -107,7 +108,7 @@ class _CastCopy:
     that traced it need not trace again; `refresh` casts the network's current weights into it."""
 
     def __init__(self, model: nn.Module):
-        self.sources = list(model.parameters())
+        self.source, self.sources = model, list(model.parameters())
         with torch.no_grad(), torch.inference_mode(False):  # normal tensors, refreshable in and out of inference
             cast = {
                 id(p): nn.Parameter(p.to(torch.bfloat16), requires_grad=False)
@@ -126,9 +127,12 @@ class _CastCopy:
         return len(params) == len(self.sources) and all(a is b for a, b in zip(params, self.sources))
 
     def refresh(self) -> nn.Module:
+        """The copy, with the network's current weights cast into it and each layer in the network's mode."""
         with torch.no_grad():
             for source, cast in self.pairs:
                 cast.copy_(source)
+        for layer, twin in zip(self.source.modules(), self.model.modules()):
+            twin.training = layer.training
         return self.model
 
 

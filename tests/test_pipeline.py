@@ -99,6 +99,12 @@ def test_fixed_weights_casts_theta_once_and_gives_autocasts_numbers_bit_for_bit(
         model.conv_in.weight = nn.Parameter(model.conv_in.weight.detach() / 2)  # a new tensor, not an update
         with fast.fixed_weights():
             assert torch.equal(fast(x, y, g), every_call)
+        model.train()  # dropout on: the copy follows the model's mode too
+        with fast.fixed_weights():
+            torch.manual_seed(1)
+            inside = fast(x, y, g)
+        torch.manual_seed(1)
+        assert torch.equal(inside, fast(x, y, g)) and not torch.equal(inside, every_call)
     assert all(p.dtype == torch.float32 for p in model.parameters())  # the model itself is untouched
 
 
