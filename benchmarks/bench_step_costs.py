@@ -25,7 +25,7 @@
 Training steps are ``Trainer.train_step`` of bench_cpu's configs at the default precision, in the default layout
 unless a row says channels_last.
 
-    python benchmarks/bench_step_costs.py             # ref128, tiny and the 256² tile: about 7 minutes
+    python benchmarks/bench_step_costs.py             # ref128, tiny and the 256² tile: about 3 minutes
     python benchmarks/bench_step_costs.py --quick     # seconds: checks the machinery, not the speed
 """
 
