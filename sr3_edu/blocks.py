@@ -116,10 +116,10 @@ class Dropout(nn.Dropout):
     """Inverted dropout: each unit kept with probability q = 1 − p and scaled by 1/q, as `torch.nn.Dropout`.
 
     On a CPU the mask comes from `keep_mask`: 15 random bits per unit against p·2¹⁵, a quarter of the generator's
-    draws of ``torch.rand`` (`benchmarks/bench_step_costs.py`: one dropout on a 2 × 64 × 128² bf16 map 3.4× as fast
-    as F.dropout's ``bernoulli_`` kernel, the ref128 training step 1.11× as fast). p is then realised to 2⁻¹⁵ (0.2
-    as 0.20001) and the kept units are scaled by that q's 1/q, so the expectation is x exactly. Elsewhere (CUDA's
-    fused kernel) it is F.dropout. No parameters: state dicts are unchanged.
+    draws of ``torch.rand`` (`benchmarks/bench_step_costs.py`: one dropout on a 2 × 64 × 128² bf16 map 3.3× as fast
+    as F.dropout's ``bernoulli_`` kernel, the ref128 training step 1.04–1.13× as fast over three runs). p is then
+    realised to 2⁻¹⁵ (0.2 as 0.20001) and the kept units are scaled by that q's 1/q, so the expectation is x
+    exactly. Elsewhere (CUDA's fused kernel) it is F.dropout. No parameters: state dicts are unchanged.
     """
 
     def forward(self, x: Tensor) -> Tensor:
