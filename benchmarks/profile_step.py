@@ -7,17 +7,28 @@ time. With torch's intra-op threads an op's self time is the calling thread's wa
 are shares of the step's wall time, near enough. Profiles of one step vary by ±30 % in the convolutions' time between
 runs on a shared 2-core machine: read the shares, not the third digit.
 
+A second table looks inside the convolutions, where torch hands them to oneDNN (its CPU kernels): the same steps
+run again with oneDNN's verbose log on, and the time it reports for each primitive is summed by what it did —
+convolution forward, backward to the data, backward to the weights, and the reorders that change a tensor's memory
+layout (torch's NCHW or NHWC to oneDNN's blocked formats and back) — with the kernels it chose listed below. With
+``--layouts contiguous,channels_last`` both layouts are profiled, to see what each one pays for.
+
     python benchmarks/profile_step.py                    # ref64 and ref128, the default precision and layout: a minute
+    python benchmarks/profile_step.py --layouts contiguous,channels_last      # both layouts: two minutes
     python benchmarks/profile_step.py --quick            # the micro config: checks the machinery, not the speed
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import ctypes
+import os
 import re
 import sys
 import tempfile
 import time
+from collections import Counter
 
 import common
 from bench_cpu import CONFIGS, config_names, default_trainer
@@ -49,9 +60,73 @@ def kind_of(name: str) -> str:
     return "everything else"
 
 
-def profile_step(name: str, threads: int, steps: int, root: str) -> tuple[dict[str, float], float, str]:
-    """({kind: ms per step}, the unprofiled step's median seconds, the layout) for config ``name``."""
-    trainer, batch = default_trainer(name, threads, root)
+LAYOUTS: dict[str, str | bool] = {"auto": "auto", "contiguous": False, "channels_last": True}
+"""--layouts choices: the trainer's channels_last setting for each."""
+
+ONEDNN_ROWS = [
+    "convolution, forward",
+    "convolution, backward to the data",
+    "convolution, backward to the weights",
+    "reorders (layout changes)",
+    "matmul",
+    "other primitives",
+]
+
+
+def onednn_row(kind: str, prop: str) -> str:
+    """The `ONEDNN_ROWS` row of a oneDNN primitive of ``kind`` ("convolution", "reorder", …) and propagation kind."""
+    if kind == "convolution":
+        if prop.startswith("forward"):
+            return "convolution, forward"
+        return "convolution, backward to the weights" if "weights" in prop else "convolution, backward to the data"
+    return {"reorder": "reorders (layout changes)", "matmul": "matmul"}.get(kind, "other primitives")
+
+
+def parse_onednn_log(lines, steps: int) -> tuple[dict[str, float], dict[str, Counter]]:
+    """({row: ms per step}, {row: Counter of kernel names}) from oneDNN verbose lines, e.g.
+    ``onednn_verbose,v1,primitive,exec,cpu,convolution,jit_bf16:avx512_core_bf16,forward_training,…,0.75``: the
+    fields after "exec" are the engine, the primitive, its kernel and its propagation kind; the last is its ms."""
+    ms: dict[str, float] = {}
+    kernels: dict[str, Counter] = {}
+    for line in lines:
+        fields = line.strip().split(",")
+        if not fields[0].endswith("_verbose") or "exec" not in fields:
+            continue
+        i = fields.index("exec")
+        try:
+            kind, kernel, prop, t = fields[i + 2], fields[i + 3], fields[i + 4], float(fields[-1])
+        except (IndexError, ValueError):
+            continue
+        row = onednn_row(kind, prop)
+        ms[row] = ms.get(row, 0.0) + t / steps
+        kernels.setdefault(row, Counter())[kernel] += 1
+    return ms, kernels
+
+
+@contextlib.contextmanager
+def onednn_verbose(path: str):
+    """oneDNN's verbose log on, its lines (printed by C code to file descriptor 1) written to ``path``."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        with open(path, "w") as log:
+            os.dup2(log.fileno(), 1)
+            try:
+                with torch.backends.mkldnn.verbose(torch.backends.mkldnn.VERBOSE_ON):
+                    yield
+            finally:
+                ctypes.CDLL(None).fflush(None)  # C's buffered stdout into the log before the descriptor goes back
+                os.dup2(saved, 1)
+    finally:
+        os.close(saved)
+
+
+def profile_step(
+    name: str, threads: int, steps: int, root: str, channels_last: str | bool = "auto"
+) -> tuple[dict[str, float], float, str, tuple[dict[str, float], dict[str, Counter]]]:
+    """({kind: ms per step}, the unprofiled step's median seconds, the layout, oneDNN's (ms, kernels) per row) for
+    config ``name``."""
+    trainer, batch = default_trainer(name, threads, root, channels_last=channels_last)
     for _ in range(2):
         trainer.train_step(batch)
     walls = []
@@ -67,17 +142,40 @@ def profile_step(name: str, threads: int, steps: int, root: str) -> tuple[dict[s
         kind = kind_of(event.key)
         ms[kind] = ms.get(kind, 0.0) + event.self_cpu_time_total / 1e3 / steps
     layout = "channels_last" if trainer.memory_format == torch.channels_last else "contiguous"
-    return ms, common.median(walls), layout
+    log = os.path.join(root, f"onednn-{name}-{layout}.log")
+    with onednn_verbose(log):
+        for _ in range(steps):
+            trainer.train_step(batch)
+    with open(log) as f:
+        onednn = parse_onednn_log(f, steps)
+    return ms, common.median(walls), layout, onednn
+
+
+def layout_names(p, text: str) -> list[str]:
+    """The layouts ``text`` names (comma-separated, from `LAYOUTS`); none or an unknown one is a usage error."""
+    names = [c.strip() for c in text.split(",") if c.strip()]
+    unknown = [c for c in names if c not in LAYOUTS]
+    if unknown or not names:
+        what = f"unknown layout {unknown[0]!r}" if unknown else "no layout given"
+        p.error(f"{what}; choose from {', '.join(LAYOUTS)}")
+    return names
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--configs", default="ref64,ref128", help=f"training configs, from {', '.join(CONFIGS)}")
-    p.add_argument("--steps", type=int, default=5, help="steps timed, then as many profiled")
+    p.add_argument(
+        "--layouts",
+        default="auto",
+        help="memory layouts to profile each config in, from auto (the trainer's choice here), contiguous, "
+        "channels_last",
+    )
+    p.add_argument("--steps", type=int, default=5, help="steps timed, then as many profiled, then as many logged")
     p.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
     p.add_argument("--quick", action="store_true", help="the micro config, 2 steps")
     args = p.parse_args(argv)
     names = config_names(p, args.configs, args.quick)
+    layouts = layout_names(p, args.layouts)
     if args.steps < 1:
         p.error("--steps must be at least 1")
     steps = 2 if args.quick else args.steps
@@ -87,22 +185,51 @@ def main(argv: list[str] | None = None) -> int:
     common.warn_if_busy(args.threads)
     kinds = [k for k, _ in KINDS] + ["everything else"]
     columns: list[list[str]] = []
-    head = ["kind of op"]
+    dnn_columns: list[list[str]] = []
+    kernel_lines: list[str] = []
+    head, dnn_head = ["kind of op"], ["oneDNN primitive"]
     print()
     with tempfile.TemporaryDirectory() as root:
         for name in names:
-            ms, wall, layout = profile_step(name, args.threads, steps, root)
-            whole = sum(ms.values())
-            cfg = CONFIGS[name]
-            print(f"{name}: `Trainer.train_step`, batch {cfg.batch}, {layout}, {wall * 1e3:.0f} ms a step unprofiled "
-                  f"(median of {steps}), then {steps} steps under torch.profiler")  # fmt: skip
-            head += [f"{name} ms per step", f"{name} share"]
-            cells = [(f"{ms.get(k, 0.0):.1f}", f"{100 * ms.get(k, 0.0) / whole:.0f} %") for k in kinds]
-            columns.append([c for pair in [*cells, (f"{whole:.1f}", "100 %")] for c in pair])
+            for layout_arg in layouts:
+                ms, wall, layout, (dnn_ms, kernels) = profile_step(name, args.threads, steps, root, LAYOUTS[layout_arg])
+                label = name if layouts == ["auto"] else f"{name} {layout}"
+                whole = sum(ms.values())
+                cfg = CONFIGS[name]
+                print(f"{label}: `Trainer.train_step`, batch {cfg.batch}, {layout}, {wall * 1e3:.0f} ms a step "
+                      f"unprofiled (median of {steps}), then {steps} steps under torch.profiler, then {steps} with "
+                      "oneDNN's verbose log")  # fmt: skip
+                head += [f"{label} ms per step", f"{label} share"]
+                cells = [(f"{ms.get(k, 0.0):.1f}", f"{100 * ms.get(k, 0.0) / whole:.0f} %") for k in kinds]
+                columns.append([c for pair in [*cells, (f"{whole:.1f}", "100 %")] for c in pair])
+                dnn_head += [f"{label} ms per step", f"{label} share of the step"]
+                dnn_whole = sum(dnn_ms.values())
+                dnn_cells = [
+                    (f"{dnn_ms.get(r, 0.0):.1f}", f"{100 * dnn_ms.get(r, 0.0) / whole:.0f} %") for r in ONEDNN_ROWS
+                ]
+                dnn_columns.append(
+                    [c for pair in [*dnn_cells, (f"{dnn_whole:.1f}", f"{100 * dnn_whole / whole:.0f} %")] for c in pair]
+                )
+                for row in ONEDNN_ROWS:
+                    if kernels.get(row):
+                        used = ", ".join(f"{k} ×{n}" for k, n in kernels[row].most_common())
+                        kernel_lines.append(f"- {label}, {row}: {used}")
     rows = [[kind, *(col[2 * i + j] for col in columns for j in (0, 1))] for i, kind in enumerate([*kinds, "all ops"])]
     print()
     print(common.markdown_table(head, rows))
     print("\n(ms: self CPU time per step, summed by kind; share: of all ops' self time)")
+    print()
+    if not kernel_lines:
+        print("oneDNN ran no primitives in these steps (torch took other kernels), so there is no table of them")
+        return 0
+    dnn_rows = [
+        [r, *(col[2 * i + j] for col in dnn_columns for j in (0, 1))]
+        for i, r in enumerate([*ONEDNN_ROWS, "all oneDNN primitives"])
+    ]
+    print(common.markdown_table(dnn_head, dnn_rows))
+    print("\n(ms: the time oneDNN's verbose log gives each primitive, per step, summed by what it did; share: of the")
+    print("step's self CPU time in the first table. The kernels it chose, with how many calls over the logged steps:)")
+    print("\n".join(kernel_lines))
     return 0
 
 

@@ -442,30 +442,81 @@ def test_compile_benchmark_refuses_a_side_the_shipped_model_cannot_take():
     assert "--side must be a positive multiple of 32" in proc.stderr
 
 
-def test_step_profile_sums_every_op_into_its_kind_and_the_shares_make_the_whole():
-    proc = run(BENCH / "profile_step.py", "--quick", "--threads", "1")
+def profile_step_module():
+    sys.path.insert(0, str(BENCH))
+    try:
+        import profile_step
+    finally:
+        sys.path.remove(str(BENCH))
+    return profile_step
+
+
+def test_step_profile_sums_every_op_into_its_kind_and_the_shares_make_the_whole_in_both_layouts():
+    proc = run(BENCH / "profile_step.py", "--quick", "--threads", "1", "--layouts", "contiguous,channels_last")
     assert proc.returncode == 0, proc.stderr
-    table = table_with(proc.stdout, ["kind of op", "micro ms per step", "micro share"])
-    kinds = [r[0] for r in table[1:]]
-    assert kinds[:2] == ["convolution, backward", "convolution, forward"] and kinds[-2:] == [
-        "everything else",
-        "all ops",
+    for layout in ("contiguous", "channels_last"):
+        label = f"micro {layout}"
+        table = table_with(proc.stdout, ["kind of op", "micro contiguous ms per step", "micro contiguous share",
+                                         "micro channels_last ms per step", "micro channels_last share"])  # fmt: skip
+        col = 1 if layout == "contiguous" else 3
+        kinds = [r[0] for r in table[1:]]
+        assert kinds[:2] == ["convolution, backward", "convolution, forward"] and kinds[-2:] == [
+            "everything else",
+            "all ops",
+        ]
+        ms = {r[0]: float(r[col]) for r in table[1:]}
+        assert ms["convolution, forward"] > 0 and ms["convolution, backward"] > 0
+        assert ms["GroupNorm, forward and backward"] > 0
+        assert sum(v for k, v in ms.items() if k != "all ops") == pytest.approx(ms["all ops"], abs=0.1 * len(ms))
+        assert sum(int(r[col + 1].rstrip(" %")) for r in table[1:-1]) == pytest.approx(100, abs=len(kinds))
+        assert f"{label}: `Trainer.train_step`, batch 2, {layout}, " in proc.stdout and "CPU: " in proc.stdout
+    if not torch.backends.mkldnn.is_available():  # a torch build without oneDNN: no log to read
+        assert "oneDNN ran no primitives" in proc.stdout
+        return
+    dnn_head = ["oneDNN primitive", "micro contiguous ms per step", "micro contiguous share of the step"]
+    dnn_head += ["micro channels_last ms per step", "micro channels_last share of the step"]
+    dnn = table_with(proc.stdout, dnn_head)
+    assert [r[0] for r in dnn[1:]] == [*profile_step_module().ONEDNN_ROWS, "all oneDNN primitives"]
+    for col in (1, 3):
+        ms = [float(r[col]) for r in dnn[1:]]
+        assert ms[-1] > 0 and sum(ms[:-1]) == pytest.approx(ms[-1], abs=0.1 * len(ms))
+    # every logged convolution direction names the kernels oneDNN chose for it
+    for layout in ("contiguous", "channels_last"):
+        assert f"- micro {layout}, convolution, forward: " in proc.stdout
+
+
+def test_onednn_log_is_summed_per_step_by_what_each_primitive_did_and_names_its_kernels():
+    lines = [
+        "onednn_verbose,v1,info,cpu,runtime:OpenMP,nthr:2",
+        "onednn_verbose,v1,primitive,create:cache_miss,cpu,convolution,jit_bf16:avx512_core_bf16,forward_training,,9.0",
+        "onednn_verbose,v1,primitive,exec,cpu,convolution,jit_bf16:avx512_core_bf16,forward_training,src:bf16,mb8,1.5",
+        "onednn_verbose,v1,primitive,exec,cpu,convolution,brg_conv_fwd:avx512_core_bf16,forward_inference,src,mb8,0.5",
+        "onednn_verbose,v1,primitive,exec,cpu,convolution,jit_bf16:avx512_core_bf16,backward_weights,src,mb8,3.0",
+        "onednn_verbose,v1,primitive,exec,cpu,convolution,brg_conv_bwd:avx512_core_bf16,backward_data,src,mb8,2.0",
+        "onednn_verbose,v1,primitive,exec,cpu,reorder,jit:uni,undef,src:bf16 dst:bf16,,,8x32x64x64,0.25",
+        "onednn_verbose,v1,primitive,exec,cpu,reorder,jit:uni,undef,src:bf16 dst:bf16,,,8x32x64x64,0.75",
+        "onednn_verbose,v1,primitive,exec,cpu,matmul,brg_matmul:avx512_core_bf16,undef,src,,,4x64:64x32,0.125",
+        "onednn_verbose,v1,primitive,exec,cpu,pooling,jit:avx512_core,forward_training,src,,,mb8,1.0",
+        "an unrelated line the network printed",
+        "onednn_verbose,v1,primitive,exec,cpu,convolution,truncated",
     ]
-    ms = {r[0]: float(r[1]) for r in table[1:]}
-    assert (
-        ms["convolution, forward"] > 0 and ms["convolution, backward"] > 0 and ms["GroupNorm, forward and backward"] > 0
-    )
-    assert sum(v for k, v in ms.items() if k != "all ops") == pytest.approx(ms["all ops"], abs=0.1 * len(ms))
-    assert sum(int(r[2].rstrip(" %")) for r in table[1:-1]) == pytest.approx(100, abs=len(kinds))
-    assert "micro: `Trainer.train_step`, batch 2, " in proc.stdout and "CPU: " in proc.stdout
+    ps = profile_step_module()
+    ms, kernels = ps.parse_onednn_log(lines, steps=2)
+    assert ms == {
+        "convolution, forward": 1.0,
+        "convolution, backward to the weights": 1.5,
+        "convolution, backward to the data": 1.0,
+        "reorders (layout changes)": 0.5,
+        "matmul": 0.0625,
+        "other primitives": 0.5,
+    }
+    assert kernels["convolution, forward"] == {"jit_bf16:avx512_core_bf16": 1, "brg_conv_fwd:avx512_core_bf16": 1}
+    assert kernels["reorders (layout changes)"] == {"jit:uni": 2}
+    assert ps.onednn_row("convolution", "backward") == "convolution, backward to the data"
 
 
 def test_step_profile_names_the_kind_of_each_op():
-    sys.path.insert(0, str(BENCH))
-    try:
-        from profile_step import kind_of
-    finally:
-        sys.path.remove(str(BENCH))
+    kind_of = profile_step_module().kind_of
     assert kind_of("aten::convolution_backward") == "convolution, backward"
     assert kind_of("aten::mkldnn_convolution") == "convolution, forward"
     assert kind_of("aten::native_group_norm_backward") == "GroupNorm, forward and backward"
@@ -475,6 +526,12 @@ def test_step_profile_names_the_kind_of_each_op():
     assert kind_of("aten::copy_") == "layout and dtype copies"
     assert kind_of("aten::add") == "other element-wise ops"
     assert kind_of("aten::upsample_bicubic2d") == "everything else"
+
+
+def test_step_profile_refuses_an_unknown_layout():
+    proc = run(BENCH / "profile_step.py", "--layouts", "contiguous,nhwc")
+    assert proc.returncode == 2
+    assert "unknown layout 'nhwc'; choose from auto, contiguous, channels_last" in proc.stderr
 
 
 @pytest.mark.parametrize("script", ["bench_layout.py", "bench_step_costs.py", "profile_step.py"])
