@@ -105,7 +105,12 @@ def parse_onednn_log(lines, steps: int) -> tuple[dict[str, float], dict[str, Cou
 
 @contextlib.contextmanager
 def onednn_verbose(path: str):
-    """oneDNN's verbose log on, its lines (printed by C code to file descriptor 1) written to ``path``."""
+    """oneDNN's verbose log on, its lines (printed by C code to file descriptor 1) written to ``path``; a torch
+    built without oneDNN writes nothing there."""
+    if not torch.backends.mkldnn.is_available():
+        open(path, "w").close()
+        yield
+        return
     sys.stdout.flush()
     saved = os.dup(1)
     try:
@@ -115,7 +120,8 @@ def onednn_verbose(path: str):
                 with torch.backends.mkldnn.verbose(torch.backends.mkldnn.VERBOSE_ON):
                     yield
             finally:
-                ctypes.CDLL(None).fflush(None)  # C's buffered stdout into the log before the descriptor goes back
+                with contextlib.suppress(OSError, AttributeError, TypeError):  # no C library to flush: nothing buffered
+                    ctypes.CDLL(None).fflush(None)  # C's buffered stdout into the log before the descriptor goes back
                 os.dup2(saved, 1)
     finally:
         os.close(saved)
