@@ -156,12 +156,7 @@ DEFAULT_CONFIGS = ("ref64", "ref128", "tiny", "upscale")
 def config_names(p, text: str, quick: bool = False) -> list[str]:
     """The configs ``text`` names (comma-separated), or ["micro"] with ``quick``; none or an unknown one is a usage
     error of the parser ``p`` (exit 2)."""
-    names = ["micro"] if quick else [c.strip() for c in text.split(",") if c.strip()]
-    unknown = [c for c in names if c not in CONFIGS]
-    if unknown or not names:
-        what = f"unknown config {unknown[0]!r}" if unknown else "no config given"
-        p.error(f"{what}; choose from {', '.join(CONFIGS)}")
-    return names
+    return ["micro"] if quick else common.listed_names(p, text, CONFIGS, "config")
 
 
 def default_trainer(name: str, threads: int, root: str, precision: str | None = None, **changes):

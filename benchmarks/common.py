@@ -281,6 +281,17 @@ def load_adapter(reference: Reference) -> ModuleType:
     return module
 
 
+def listed_names(p, text: str, choices, noun: str) -> list[str]:
+    """The names in ``text`` (comma-separated), each one of ``choices``; none or an unknown one is a usage error of
+    the parser ``p`` (exit 2) that names the ``noun`` and the choices."""
+    names = [c.strip() for c in text.split(",") if c.strip()]
+    unknown = [c for c in names if c not in choices]
+    if unknown or not names:
+        what = f"unknown {noun} {unknown[0]!r}" if unknown else f"no {noun} given"
+        p.error(f"{what}; choose from {', '.join(choices)}")
+    return names
+
+
 # ---------------------------------------------------------------------------------------------- output
 def markdown_table(headers: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]

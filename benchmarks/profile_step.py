@@ -157,16 +157,6 @@ def profile_step(
     return ms, common.median(walls), layout, onednn
 
 
-def layout_names(p, text: str) -> list[str]:
-    """The layouts ``text`` names (comma-separated, from `LAYOUTS`); none or an unknown one is a usage error."""
-    names = [c.strip() for c in text.split(",") if c.strip()]
-    unknown = [c for c in names if c not in LAYOUTS]
-    if unknown or not names:
-        what = f"unknown layout {unknown[0]!r}" if unknown else "no layout given"
-        p.error(f"{what}; choose from {', '.join(LAYOUTS)}")
-    return names
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--configs", default="ref64,ref128", help=f"training configs, from {', '.join(CONFIGS)}")
@@ -181,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="the micro config, 2 steps")
     args = p.parse_args(argv)
     names = config_names(p, args.configs, args.quick)
-    layouts = layout_names(p, args.layouts)
+    layouts = common.listed_names(p, args.layouts, LAYOUTS, "layout")
     if args.steps < 1:
         p.error("--steps must be at least 1")
     steps = 2 if args.quick else args.steps
