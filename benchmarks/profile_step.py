@@ -157,6 +157,17 @@ def profile_step(
     return ms, common.median(walls), layout, onednn
 
 
+def share_column(ms: dict[str, float], rows: list[str], whole: float) -> list[str]:
+    """A table column, flattened: (ms, share of ``whole``) for each of ``rows``, then for the sum of all of ``ms``."""
+    values = [*(ms.get(r, 0.0) for r in rows), sum(ms.values())]
+    return [cell for v in values for cell in (f"{v:.1f}", f"{100 * v / whole:.0f} %")]
+
+
+def table_rows(names: list[str], columns: list[list[str]]) -> list[list[str]]:
+    """Rows of a table whose first cell is ``names[i]``, then each column's (ms, share) pair for that row."""
+    return [[n, *(col[2 * i + j] for col in columns for j in (0, 1))] for i, n in enumerate(names)]
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--configs", default="ref64,ref128", help=f"training configs, from {', '.join(CONFIGS)}")
@@ -196,21 +207,14 @@ def main(argv: list[str] | None = None) -> int:
                       f"unprofiled (median of {steps}), then {steps} steps under torch.profiler, then {steps} with "
                       "oneDNN's verbose log")  # fmt: skip
                 head += [f"{label} ms per step", f"{label} share"]
-                cells = [(f"{ms.get(k, 0.0):.1f}", f"{100 * ms.get(k, 0.0) / whole:.0f} %") for k in kinds]
-                columns.append([c for pair in [*cells, (f"{whole:.1f}", "100 %")] for c in pair])
+                columns.append(share_column(ms, kinds, whole))
                 dnn_head += [f"{label} ms per step", f"{label} share of the step"]
-                dnn_whole = sum(dnn_ms.values())
-                dnn_cells = [
-                    (f"{dnn_ms.get(r, 0.0):.1f}", f"{100 * dnn_ms.get(r, 0.0) / whole:.0f} %") for r in ONEDNN_ROWS
-                ]
-                dnn_columns.append(
-                    [c for pair in [*dnn_cells, (f"{dnn_whole:.1f}", f"{100 * dnn_whole / whole:.0f} %")] for c in pair]
-                )
+                dnn_columns.append(share_column(dnn_ms, ONEDNN_ROWS, whole))
                 for row in ONEDNN_ROWS:
                     if kernels.get(row):
                         used = ", ".join(f"{k} ×{n}" for k, n in kernels[row].most_common())
                         kernel_lines.append(f"- {label}, {row}: {used}")
-    rows = [[kind, *(col[2 * i + j] for col in columns for j in (0, 1))] for i, kind in enumerate([*kinds, "all ops"])]
+    rows = table_rows([*kinds, "all ops"], columns)
     print()
     print(common.markdown_table(head, rows))
     print("\n(ms: self CPU time per step, summed by kind; share: of all ops' self time)")
@@ -218,10 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     if not kernel_lines:
         print("oneDNN ran no primitives in these steps (torch took other kernels), so there is no table of them")
         return 0
-    dnn_rows = [
-        [r, *(col[2 * i + j] for col in dnn_columns for j in (0, 1))]
-        for i, r in enumerate([*ONEDNN_ROWS, "all oneDNN primitives"])
-    ]
+    dnn_rows = table_rows([*ONEDNN_ROWS, "all oneDNN primitives"], dnn_columns)
     print(common.markdown_table(dnn_head, dnn_rows))
     print("\n(ms: the time oneDNN's verbose log gives each primitive, per step, summed by what it did; share: of the")
     print("step's self CPU time in the first table. The kernels it chose, with how many calls over the logged steps:)")

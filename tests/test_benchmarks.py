@@ -454,16 +454,15 @@ def profile_step_module():
 def test_step_profile_sums_every_op_into_its_kind_and_the_shares_make_the_whole_in_both_layouts():
     proc = run(BENCH / "profile_step.py", "--quick", "--threads", "1", "--layouts", "contiguous,channels_last")
     assert proc.returncode == 0, proc.stderr
-    for layout in ("contiguous", "channels_last"):
+    table = table_with(proc.stdout, ["kind of op", "micro contiguous ms per step", "micro contiguous share",
+                                     "micro channels_last ms per step", "micro channels_last share"])  # fmt: skip
+    kinds = [r[0] for r in table[1:]]
+    assert kinds[:2] == ["convolution, backward", "convolution, forward"] and kinds[-2:] == [
+        "everything else",
+        "all ops",
+    ]
+    for layout, col in (("contiguous", 1), ("channels_last", 3)):
         label = f"micro {layout}"
-        table = table_with(proc.stdout, ["kind of op", "micro contiguous ms per step", "micro contiguous share",
-                                         "micro channels_last ms per step", "micro channels_last share"])  # fmt: skip
-        col = 1 if layout == "contiguous" else 3
-        kinds = [r[0] for r in table[1:]]
-        assert kinds[:2] == ["convolution, backward", "convolution, forward"] and kinds[-2:] == [
-            "everything else",
-            "all ops",
-        ]
         ms = {r[0]: float(r[col]) for r in table[1:]}
         assert ms["convolution, forward"] > 0 and ms["convolution, backward"] > 0
         assert ms["GroupNorm, forward and backward"] > 0
