@@ -221,7 +221,8 @@ class OurSide:
         # trainer's: see sr3_edu.devices.channels_last_training)
         self.sampler_net = FastNetwork(self.trainer.ema, opts["precision"] or "auto", opts["channels_last"] or None)
         layouts = [_layout_name(self.layout), _layout_name(self.sampler_net.memory_format)]
-        self.variant = f"{'bf16' if self.trainer.amp else 'fp32'}, {layouts[0]}"
+        self.precisions = ("bf16" if self.trainer.amp else "fp32", self.sampler_net.precision)  # train, sample
+        self.variant = f"{self.precisions[0]}, {layouts[0]}"
         if layouts[1] != layouts[0]:
             self.variant += f", sampling {layouts[1]}"
         if opts["precision"] is None and not opts["channels_last"]:
@@ -256,6 +257,7 @@ class RefSide:
     """The reference through ``adapter.JanspiryAdapter``: its training step, and its ``p_sample`` step."""
 
     variant = "fp32, contiguous (as its own code runs)"
+    precisions = ("fp32", "fp32")  # train, sample
 
     def __init__(self, module, reference: common.Reference, ref_cfg: dict, x_lr, y0, scale: int) -> None:
         from sr3_edu.images import upscale_bicubic
@@ -385,6 +387,8 @@ def measure(name: str, opts: dict) -> dict:
                 "variant": side.variant,
                 "params": side.params,
                 "gflop_fwd_per_img": side.gflop_fwd_per_img,
+                "train_precision": side.precisions[0],
+                "sample_precision": side.precisions[1],
             }
 
         # --- training, in turns
@@ -424,6 +428,7 @@ def measure(name: str, opts: dict) -> dict:
             r["sample_cpu_share"] = common.cpu_share(wall, cpu, threads)
             r["sample_busy_s_per_step_img"] = common.median(cpu) / threads / (steps * n)
             r["s_per_img_at_default_steps"] = r["sample_s_per_step_img"] * DEFAULT_STEPS
+            r["sample_gflop_per_s"] = r["gflop_fwd_per_img"] / r["sample_s_per_step_img"]
 
         # --- sr3-edu alone: sampling at other batch sizes
         row["sample_batch_sweep"], row["sample_batch_sweep_busy"] = {}, {}
@@ -435,6 +440,16 @@ def measure(name: str, opts: dict) -> dict:
             (wall, cpu) = common.alternate({"ours": ours.sample_run}, 0, opts["sample_repeats"])["ours"]
             row["sample_batch_sweep"][str(m)] = common.median(wall) / (steps * m)
             row["sample_batch_sweep_busy"][str(m)] = common.median(cpu) / threads / (steps * m)
+
+    # --- the machine's own ceiling, in this process after the timings: matrix products in each precision used
+    used = sorted({row[k][f"{phase}_precision"] for k in sides for phase in ("train", "sample")})
+    rates = {p: common.matmul_gflop_per_s(p) for p in used}
+    row["matmul_gflop_per_s"] = {p: rate for p, (rate, _) in rates.items()}
+    row["matmul_side"] = {p: side for p, (_, side) in rates.items()}
+    for key in sides:
+        r = row[key]
+        for phase in ("train", "sample"):
+            r[f"{phase}_matmul_share"] = r[f"{phase}_gflop_per_s"] / row["matmul_gflop_per_s"][r[f"{phase}_precision"]]
 
     if name == "tiny":
         n_steps, source = default_sampler_steps()
@@ -450,6 +465,7 @@ def measure(name: str, opts: dict) -> dict:
             "train_img_per_s": o["train_img_per_s"] / r["train_img_per_s"],
             "train_gflop_per_s": o["train_gflop_per_s"] / r["train_gflop_per_s"],
             "sample_speed": r["sample_s_per_step_img"] / o["sample_s_per_step_img"],
+            "sample_gflop_per_s": o["sample_gflop_per_s"] / r["sample_gflop_per_s"],
             "train_busy_gflop_per_s": o["train_busy_gflop_per_s"] / r["train_busy_gflop_per_s"],
             "sample_busy_speed": r["sample_busy_s_per_step_img"] / o["sample_busy_s_per_step_img"],
         }
@@ -536,6 +552,8 @@ TABLE_COLUMNS = [
     "train GFLOP/s",
     "peak RSS MiB",
     "sample s/step/img",
+    "sample GFLOP/s",
+    "train/sample % of matmul",
     f"s/img @{DEFAULT_STEPS} steps",
     "others' cores train/sample",
     "CPU share train/sample",
@@ -546,6 +564,7 @@ RATIO_COLUMNS = [
     "train img/s ×ref",
     "train GFLOP/s ×ref",
     "sample speed ×ref",
+    "sample GFLOP/s ×ref",
     "busy train GFLOP/s ×ref",
     "busy sample speed ×ref",
     "params ours/ref",
@@ -580,19 +599,34 @@ def table(rows: list[dict]) -> str:
                     f(s["train_gflop_per_s"]),
                     f(s.get("peak_rss_train_mib"), 4),
                     f(s["sample_s_per_step_img"]),
+                    f(s["sample_gflop_per_s"]),
+                    f"{s['train_matmul_share']:.0%}/{s['sample_matmul_share']:.0%}",
                     f(s["s_per_img_at_default_steps"]),
                     load,
                     f"{s['train_cpu_share']:.2f}/{s['sample_cpu_share']:.2f}",
                 ]
             )
     text = common.markdown_table(TABLE_COLUMNS, out)
+    rates = [
+        f"{r['config']} "
+        + ", ".join(f"{p} {v:.3g} ({r['matmul_side'][p]}²)" for p, v in r["matmul_gflop_per_s"].items())
+        for r in _measured(rows)
+        if r.get("matmul_gflop_per_s")
+    ]
+    if rates:
+        text += (
+            "\n\n% of matmul: GFLOP/s ÷ this CPU's rate for the product of two square matrices in the precision that "
+            "side computes in, timed in the same process after each config's turns, GFLOP/s (side): "
+            + "; ".join(rates)
+            + ". A convolution is a matrix product underneath: this is about the most its FLOPs can run at here."
+        )
 
     compared = [r for r in _measured(rows) if "ratio" in r]
     if compared:
         text += (
             "\n\nSide by side, from this run only (same process, turns, threads, shapes and data): sr3-edu's speed ÷ "
             "the reference's (> 1: sr3-edu faster); GFLOP/s is FLOP-normalised, each U-Net's own FLOPs; sampling "
-            "is the reference's s/step/img ÷ sr3-edu's:\n\n"
+            "is the reference's s/step/img ÷ sr3-edu's, and its GFLOP/s FLOP-normalised the same way:\n\n"
         )
         text += common.markdown_table(
             RATIO_COLUMNS,
@@ -606,6 +640,7 @@ def table(rows: list[dict]) -> str:
                             "train_img_per_s",
                             "train_gflop_per_s",
                             "sample_speed",
+                            "sample_gflop_per_s",
                             "train_busy_gflop_per_s",
                             "sample_busy_speed",
                             "params",

@@ -171,6 +171,37 @@ def forward_flops(model, *inputs) -> int:
     return int(counter.get_total_flops())
 
 
+MATMUL_SIDE = 2048
+"""The largest side of the square matrices `matmul_gflop_per_s` multiplies: large enough for the BLAS to reach its
+rate."""
+
+
+def matmul_gflop_per_s(dtype: str = "fp32", repeats: int = 5, enough_s: float = 0.1) -> tuple[float, int]:
+    """This CPU's matrix-multiply rate in ``dtype`` ("fp32" or "bf16"), GFLOP/s, at torch's current thread count, and
+    the side it was measured at: the median of ``repeats`` products of two side × side matrices (2·side³ FLOPs
+    each). The side doubles from 256 until one product takes ``enough_s`` or the side reaches `MATMUL_SIDE`, so bf16
+    emulated on a CPU without native bf16 (under 1 GFLOP/s) is measured in seconds, not minutes. Convolutions are
+    matrix products underneath, so this is about the fastest a U-Net's FLOPs could run here."""
+    import torch
+
+    kind = {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype]
+    g = torch.Generator().manual_seed(0)
+
+    def product_seconds(a, b) -> float:
+        t0 = time.perf_counter()
+        a @ b
+        return time.perf_counter() - t0
+
+    side = 128
+    while True:
+        side *= 2
+        a, b = (torch.randn(side, side, generator=g).to(kind) for _ in range(2))
+        a @ b  # untimed: the first call of a size sets up the kernel
+        if side >= MATMUL_SIDE or product_seconds(a, b) >= enough_s:
+            break
+    return 2 * side**3 / median([product_seconds(a, b) for _ in range(repeats)]) / 1e9, side
+
+
 # ---------------------------------------------------------------------------------------------- our trainer
 def make_trainer(config, x_lr, y0, root: str | os.PathLike):
     """A `sr3_edu.train.Trainer` for ``config`` on the in-memory pairs (x_lr, y0), its run folder new under ``root``.

@@ -25,6 +25,8 @@ TABLE_COLUMNS = [
     "train GFLOP/s",
     "peak RSS MiB",
     "sample s/step/img",
+    "sample GFLOP/s",
+    "train/sample % of matmul",
     "s/img @100 steps",
     "others' cores train/sample",
     "CPU share train/sample",
@@ -35,6 +37,7 @@ RATIO_COLUMNS = [
     "train img/s ×ref",
     "train GFLOP/s ×ref",
     "sample speed ×ref",
+    "sample GFLOP/s ×ref",
     "busy train GFLOP/s ×ref",
     "busy sample speed ×ref",
     "params ours/ref",
@@ -55,6 +58,9 @@ POSITIVE_FIELDS = [
     "sample_cpu_share",
     "train_busy_gflop_per_s",
     "sample_busy_s_per_step_img",
+    "sample_gflop_per_s",
+    "train_matmul_share",
+    "sample_matmul_share",
 ]
 NO_COMPARISON = "No comparison with the reference was made"
 
@@ -106,6 +112,7 @@ def check_side(s: dict, impl: str) -> None:
     # 3 × forward FLOPs per image at the measured rate
     assert s["train_gflop_per_s"] == pytest.approx(3 * s["gflop_fwd_per_img"] * s["train_img_per_s"])
     assert s["s_per_img_at_default_steps"] == pytest.approx(100 * s["sample_s_per_step_img"])
+    assert s["sample_gflop_per_s"] == pytest.approx(s["gflop_fwd_per_img"] / s["sample_s_per_step_img"])
     assert s["peak_rss_mib"] >= s["peak_rss_train_mib"] >= s["rss_baseline_mib"] > 0
 
 
@@ -147,6 +154,17 @@ def test_cpu_benchmark_quick_reports_every_column_with_positive_numbers(tmp_path
     assert float(row[4]) == pytest.approx(r["ours"]["gflop_fwd_per_img"], rel=5e-3)
     assert r["ours"]["train_img_per_s"] == pytest.approx(r["batch"] / r["ours"]["train_step_s"])
     assert r["others_cores"] is None or r["others_cores"] >= 0
+    # the machine's matrix-multiply rate in each precision the sides used, and each rate as a share of it
+    o = r["ours"]
+    assert set(r["matmul_gflop_per_s"]) == {o["train_precision"], o["sample_precision"]}
+    for phase in ("train", "sample"):
+        rate = r["matmul_gflop_per_s"][o[f"{phase}_precision"]]
+        assert rate > 0 and o[f"{phase}_matmul_share"] == pytest.approx(o[f"{phase}_gflop_per_s"] / rate)
+    assert row[10] == f"{o['train_matmul_share']:.0%}/{o['sample_matmul_share']:.0%}"
+    assert set(r["matmul_side"]) == set(r["matmul_gflop_per_s"])
+    assert all(side in (256, 512, 1024, 2048) for side in r["matmul_side"].values())
+    rates = ", ".join(f"{p} {v:.3g} ({r['matmul_side'][p]}²)" for p, v in r["matmul_gflop_per_s"].items())
+    assert "product of two square matrices" in proc.stdout and f"GFLOP/s (side): micro {rates}." in proc.stdout
     # no reference: said so, and no ratio anywhere
     assert NO_COMPARISON in proc.stdout and "--no-reference" in proc.stdout
     assert not [t for t in tables(proc.stdout) if t[0] == RATIO_COLUMNS]
@@ -170,7 +188,7 @@ def test_cpu_benchmark_times_the_reference_side_by_side(tmp_path):
     main = table_with(proc.stdout, TABLE_COLUMNS)
     ours, ref = row_of(main, "micro", "sr3-edu"), row_of(main, "micro", "Janspiry")
     assert ref[2] == "fp32, contiguous (as its own code runs)"
-    assert ours[10] == ref[10]  # one load figure for both: they ran in turns
+    assert ours[12] == ref[12]  # one load figure for both: they ran in turns
 
     result = json.loads(out.read_text())
     assert result["reference"]["dir"] == str(REFERENCE_DIR.resolve())
@@ -184,9 +202,12 @@ def test_cpu_benchmark_times_the_reference_side_by_side(tmp_path):
     assert r["ratio"]["train_img_per_s"] == pytest.approx(o["train_img_per_s"] / f["train_img_per_s"])
     assert r["ratio"]["train_gflop_per_s"] == pytest.approx(o["train_gflop_per_s"] / f["train_gflop_per_s"])
     assert r["ratio"]["sample_speed"] == pytest.approx(f["sample_s_per_step_img"] / o["sample_s_per_step_img"])
+    assert r["ratio"]["sample_gflop_per_s"] == pytest.approx(o["sample_gflop_per_s"] / f["sample_gflop_per_s"])
+    assert f["train_precision"] == f["sample_precision"] == "fp32"  # the reference's share is of the fp32 rate
     ratios = row_of(table_with(proc.stdout, RATIO_COLUMNS), "micro")
     assert float(ratios[2]) == pytest.approx(r["ratio"]["train_img_per_s"], abs=6e-3)
     assert float(ratios[4]) == pytest.approx(r["ratio"]["sample_speed"], abs=6e-3)
+    assert float(ratios[5]) == pytest.approx(r["ratio"]["sample_gflop_per_s"], abs=6e-3)
 
 
 def test_cpu_benchmark_names_a_reference_folder_it_cannot_use(tmp_path):
@@ -242,6 +263,23 @@ def test_flop_count_matches_the_u_nets_own_convolutions():
     flops = common.forward_flops(conv, torch.zeros(2, 6, 8, 8))
     # 2 FLOPs per multiply-add: 2 · B · H · W · C_out · C_in · k²
     assert flops == 2 * 2 * 8 * 8 * 4 * 6 * 9
+
+
+def test_matmul_rate_grows_its_matrices_until_one_product_takes_long_enough(monkeypatch):
+    """The ceiling the % of matmul column divides by: 2·side³ FLOPs over the median product time, at the first side
+    (256, 512, …, 2048) whose product takes the time asked for."""
+    sys.path.insert(0, str(BENCH))
+    try:
+        import common
+    finally:
+        sys.path.remove(str(BENCH))
+
+    clock = iter(float(i) for i in range(1000))  # each perf_counter call one second later: a product takes 1 s
+    monkeypatch.setattr(common.time, "perf_counter", lambda: next(clock))
+    rate, side = common.matmul_gflop_per_s("fp32", repeats=3, enough_s=1.0)
+    assert side == 256 and rate == pytest.approx(2 * 256**3 / 1e9)
+    rate, side = common.matmul_gflop_per_s("fp32", repeats=3, enough_s=2.0)  # never long enough: up to the largest
+    assert side == common.MATMUL_SIDE == 2048 and rate == pytest.approx(2 * 2048**3 / 1e9)
 
 
 def test_cpu_benchmark_refuses_an_unknown_config():
