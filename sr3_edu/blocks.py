@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["ResBlock", "AttnBlock", "Dropout", "keep_mask", "GroupNorm", "group_norm"]
+__all__ = ["ResBlock", "AttnBlock", "Dropout", "keep_mask", "GroupNorm", "group_norm", "upsample_conv"]
 
 
 def _groups(ch: int) -> int:
@@ -129,6 +129,32 @@ class Dropout(nn.Dropout):
         return x.mul(keep).mul_(1 / q)
 
 
+def upsample_conv(h: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    """conv3×3(nearest×2(h)) (padding 1) as one transposed convolution of h itself: 4/9 of the multiplies, and the
+    enlarged map is never made.
+
+    Nearest-neighbour ×2 repeats each pixel of h in a 2×2 block, so along each axis the three taps w0, w1, w2 of the
+    kernel fall on two pixels of h only: an even output row 2i sees rows i−1 (through w0) and i (w1 + w2), an odd
+    row 2i+1 sees rows i (w0 + w1) and i+1 (w2). That is a transposed convolution with stride 2, padding 1 and the
+    4-tap kernel [w2, w1 + w2, w0 + w1, w0] along each axis: 2×2 taps of h for each output pixel instead of 3×3 of
+    the enlarged map (the relation of resize-convolution to transposed convolution, Odena et al. 2016). The numbers
+    are those of the two-step form up to the order of the sums (tested). Under autocast the kernel is summed from
+    ``weight`` cast to autocast's dtype, as a bf16 copy of the network (`sr3_edu.pipeline.FastNetwork`) holds it,
+    so the two give the same bits. ``weight``: (C_out, C_in, 3, 3), the `nn.Conv2d` it replaces; its state dict is
+    unchanged. `benchmarks/bench_step_costs.py` times it against the two steps.
+    """
+    if torch.is_autocast_enabled(h.device.type):
+        weight = weight.to(torch.get_autocast_dtype(h.device.type))
+
+    def taps(w: Tensor, axis: int) -> Tensor:  # [w2, w1 + w2, w0 + w1, w0] along ``axis``
+        w0, w1, w2 = w.unbind(axis)
+        return torch.stack([w2, w1 + w2, w0 + w1, w0], dim=axis)
+
+    kernel = taps(taps(weight, 2), 3)  # (C_out, C_in, 4, 4)
+    # conv_transpose2d takes its kernel as (C_in, C_out, k, k)
+    return F.conv_transpose2d(h, kernel.transpose(0, 1), bias, stride=2, padding=1)
+
+
 class ResBlock(nn.Module):
     """BigGAN-style residual block with FiLM noise conditioning and the 1/√2 rescaled sum."""
 
@@ -155,7 +181,10 @@ class ResBlock(nn.Module):
 
     def forward(self, x: Tensor, emb: Tensor) -> Tensor:
         h = F.silu(self.norm1(x))
-        h = self.conv1(self._resample(h))
+        if self.resample == "up":
+            h = upsample_conv(h, self.conv1.weight, self.conv1.bias)  # = conv1(nearest×2(h))
+        else:
+            h = self.conv1(self._resample(h))
         scale, shift = self.film(emb)[:, :, None, None].chunk(2, dim=1)  # (B, C, 1, 1) each
         h = self.norm2(h) * (1 + scale) + shift
         h = self.conv2(self.dropout(F.silu(h)))

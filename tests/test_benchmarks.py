@@ -401,6 +401,49 @@ def test_layout_benchmark_times_both_layouts_and_names_the_rule_it_backs():
     assert "CPU: " in proc.stdout.split("|", 1)[0]
 
 
+def test_upsample_conv_benchmark_times_both_forms_on_every_up_block_and_on_whole_steps():
+    proc = run(BENCH / "bench_upsample_conv.py", "--quick", "--threads", "1")
+    assert proc.returncode == 0, proc.stderr
+    head = ["what", "ms transposed (the package)", "ms two-step", "transposed ×"]
+    ops, steps = [t for t in tables(proc.stdout) if t[0] == head]
+    # the up blocks of the shipped model on a 64² tile (1/8, 1/4, 1/2 of its side) and of the micro network
+    shapes = ["(1, 128, 8, 8)", "(1, 64, 16, 16)", "(1, 64, 32, 32)", "(2, 16, 8, 8)"]
+    kinds = [
+        f"{layout}, {what}" for layout in ("channels_last", "contiguous") for what in ("forward", "forward + backward")
+    ]
+    assert [r[0].split(": ", 1)[1] for r in ops[1:]] == [f"{s} {k}" for s in shapes for k in kinds]
+    assert [r[0] for r in steps[1:]] == [
+        "shipped model, one call on a 64² tile, sampler call",
+        "micro network, one call on 2 × 16², sampler call",
+        "micro training step (`Trainer.train_step`, batch 2)",
+    ]
+    for row in ops[1:] + steps[1:]:
+        new, old, ratio = (float(c) for c in row[1:])
+        assert new > 0 and old > 0 and ratio == pytest.approx(old / new, rel=0.02, abs=0.01)
+    assert "CPU: " in proc.stdout.split("|", 1)[0]
+
+
+def test_upsample_conv_benchmark_puts_the_two_step_form_in_the_up_blocks_and_back():
+    sys.path.insert(0, str(BENCH))
+    try:
+        import bench_upsample_conv as bench
+    finally:
+        sys.path.remove(str(BENCH))
+    from sr3_edu import blocks
+
+    own = blocks.upsample_conv
+    block = blocks.ResBlock(4, 4, emb_dim=8, dropout=0.0, resample="up")
+    x, emb = torch.randn(1, 4, 3, 3), torch.randn(1, 8)
+    calls = []
+    with bench.form("two-step"):
+        assert blocks.upsample_conv is bench.two_step
+        blocks.upsample_conv = lambda *a: calls.append(a) or bench.two_step(*a)  # the block looks it up at each call
+        block(x, emb)
+    assert len(calls) == 1 and blocks.upsample_conv is own  # put back, even after a change inside
+    with bench.form("transposed"):
+        assert blocks.upsample_conv is own
+
+
 def test_step_costs_benchmark_times_allocator_settings_dropout_masks_group_norm_layouts_and_weight_casts():
     proc = run(BENCH / "bench_step_costs.py", "--quick", "--threads", "1")
     assert proc.returncode == 0, proc.stderr
@@ -571,7 +614,9 @@ def test_step_profile_refuses_an_unknown_layout():
     assert "unknown layout 'nhwc'; choose from auto, contiguous, channels_last" in proc.stderr
 
 
-@pytest.mark.parametrize("script", ["bench_layout.py", "bench_step_costs.py", "profile_step.py"])
+@pytest.mark.parametrize(
+    "script", ["bench_layout.py", "bench_step_costs.py", "profile_step.py", "bench_upsample_conv.py"]
+)
 @pytest.mark.parametrize(("configs", "message"), [("ref64,nope", "unknown config 'nope'"), (",", "no config given")])
 def test_benchmarks_refuse_an_unknown_or_empty_config_list(script, configs, message):
     proc = run(BENCH / script, "--configs", configs)

@@ -4,7 +4,9 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
+from sr3_edu.blocks import upsample_conv
 from sr3_edu.unet import PRESETS, ResBlock, SR3UNet, noise_level_embedding
 
 
@@ -63,12 +65,70 @@ def test_resblock_sums_its_paths_scaled_by_one_over_sqrt_two():
     block = ResBlock(8, 16, emb_dim=12, dropout=0.0)
     torch.nn.init.normal_(block.conv2.weight, std=0.1)
     x, emb = torch.randn(2, 8, 6, 6), torch.randn(2, 12)
-    import torch.nn.functional as F
-
     h = block.conv1(F.silu(block.norm1(x)))
     scale, shift = block.film(emb)[:, :, None, None].chunk(2, dim=1)
     h = block.conv2(F.silu(block.norm2(h) * (1 + scale) + shift))
     torch.testing.assert_close(block(x, emb), (h + block.skip(x)) / math.sqrt(2))
+
+
+def two_step_up_conv(h, weight, bias):
+    """The up block's convolution as the paper's U-Net writes it: nearest-neighbour ×2, then the 3×3 convolution."""
+    return F.conv2d(F.interpolate(h, scale_factor=2.0, mode="nearest"), weight, bias, padding=1)
+
+
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+def test_upsample_conv_is_nearest_enlargement_then_the_3x3_convolution_values_and_gradients(memory_format):
+    torch.manual_seed(0)
+    h = torch.randn(2, 5, 7, 6, dtype=torch.float64).contiguous(memory_format=memory_format).requires_grad_()
+    weight = torch.randn(4, 5, 3, 3, dtype=torch.float64, requires_grad=True)
+    bias = torch.randn(4, dtype=torch.float64, requires_grad=True)
+    out = upsample_conv(h, weight, bias)
+    want = two_step_up_conv(h, weight, bias)
+    assert out.shape == (2, 4, 14, 12) and out.is_contiguous(memory_format=memory_format)
+    torch.testing.assert_close(out, want, rtol=0, atol=1e-12)  # the same sums in another order
+    g = torch.randn_like(out)
+    grads = torch.autograd.grad(out, (h, weight, bias), g)
+    for got, expected in zip(grads, torch.autograd.grad(want, (h, weight, bias), g)):
+        torch.testing.assert_close(got, expected, rtol=0, atol=1e-12)  # trains the 3×3 weight it replaces
+
+
+def test_upsample_conv_under_bf16_autocast_sums_the_kernel_from_the_weight_as_autocast_casts_it():
+    torch.manual_seed(0)
+    h, weight, bias = torch.randn(1, 8, 5, 5), torch.randn(8, 8, 3, 3), torch.randn(8)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = upsample_conv(h, weight, bias)
+        cast_once = upsample_conv(h, weight.to(torch.bfloat16), bias.to(torch.bfloat16))  # a bf16 copy's weights
+    assert out.dtype == torch.bfloat16
+    assert torch.equal(out, cast_once)  # what FastNetwork.fixed_weights relies on
+    exact = two_step_up_conv(h.double(), weight.double(), bias.double())
+    # bf16's rounding (2⁻⁸ relative) and no more: a wrong tap would be off by the size of the output itself
+    assert (out.double() - exact).abs().mean() < 0.01 * exact.abs().mean()
+
+
+def test_up_block_is_the_two_step_block_with_its_convolution_in_one_step():
+    torch.manual_seed(0)
+    block = ResBlock(8, 8, emb_dim=12, dropout=0.0, resample="up").double()
+    torch.nn.init.normal_(block.conv2.weight, std=0.1)
+    x, emb = torch.randn(2, 8, 5, 6, dtype=torch.float64), torch.randn(2, 12, dtype=torch.float64)
+    up = lambda t: F.interpolate(t, scale_factor=2.0, mode="nearest")  # noqa: E731
+    h = block.conv1(up(F.silu(block.norm1(x))))
+    scale, shift = block.film(emb)[:, :, None, None].chunk(2, dim=1)
+    h = block.conv2(F.silu(block.norm2(h) * (1 + scale) + shift))
+    torch.testing.assert_close(block(x, emb), (h + up(x)) / math.sqrt(2), rtol=0, atol=1e-12)
+    assert set(block.state_dict()) >= {"conv1.weight", "conv1.bias"}  # model files load as before
+
+
+def test_up_block_convolution_costs_four_ninths_of_the_two_step_form():
+    from torch.utils.flop_counter import FlopCounterMode
+
+    block = ResBlock(8, 8, emb_dim=12, dropout=0.0, resample="up").eval()
+    B, C, h, w = 2, 8, 5, 6
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        block(torch.randn(B, C, h, w), torch.randn(B, 12))
+    # multiply-adds × 2: conv1 as 4×4 taps of each input pixel, conv2 3×3 at 2h × 2w, FiLM's linear layer
+    conv1, conv2, film = B * C * C * 16 * h * w, B * C * C * 9 * 4 * h * w, B * 12 * 2 * C
+    assert counter.get_total_flops() == 2 * (conv1 + conv2 + film)
+    assert conv1 * 9 == 4 * (B * C * C * 9 * 4 * h * w)  # against conv1 on the enlarged map
 
 
 def test_presets_include_a_tiny_model_and_the_paper_16_to_128_configuration():
