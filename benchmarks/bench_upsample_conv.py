@@ -152,10 +152,13 @@ def step_rows(args, names: list[str], calls) -> list[list]:
     return rows
 
 
+def _ms(seconds: float) -> str:
+    ms = seconds * 1e3
+    return f"{ms:.1f}" if ms >= 10 else f"{ms:.3g}"
+
+
 def table(rows: list[list]) -> str:
-    cells = [
-        [what, *(f"{t[k] * 1e3:.3g}" for k in FORMS), f"{t['two-step'] / t['transposed']:.2f}"] for what, t in rows
-    ]
+    cells = [[what, *(_ms(t[k]) for k in FORMS), f"{t['two-step'] / t['transposed']:.2f}"] for what, t in rows]
     return common.markdown_table(["what", "ms transposed (the package)", "ms two-step", "transposed ×"], cells)
 
 

@@ -74,8 +74,9 @@ ONEDNN_ROWS = [
 
 
 def onednn_row(kind: str, prop: str) -> str:
-    """The `ONEDNN_ROWS` row of a oneDNN primitive of ``kind`` ("convolution", "reorder", …) and propagation kind."""
-    if kind == "convolution":
+    """The `ONEDNN_ROWS` row of a oneDNN primitive of ``kind`` ("convolution", "reorder", …) and propagation kind.
+    A deconvolution (the up blocks' transposed convolution, `sr3_edu.blocks.upsample_conv`) counts as a convolution."""
+    if kind in ("convolution", "deconvolution"):
         if prop.startswith("forward"):
             return "convolution, forward"
         return "convolution, backward to the weights" if "weights" in prop else "convolution, backward to the data"

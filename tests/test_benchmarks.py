@@ -576,6 +576,8 @@ def test_onednn_log_is_summed_per_step_by_what_each_primitive_did_and_names_its_
         "onednn_verbose,v1,primitive,exec,cpu,reorder,jit:uni,undef,src:bf16 dst:bf16,,,8x32x64x64,0.25",
         "onednn_verbose,v1,primitive,exec,cpu,reorder,jit:uni,undef,src:bf16 dst:bf16,,,8x32x64x64,0.75",
         "onednn_verbose,v1,primitive,exec,cpu,matmul,brg_matmul:avx512_core_bf16,undef,src,,,4x64:64x32,0.125",
+        "onednn_verbose,v1,primitive,exec,cpu,deconvolution,brg_deconv:avx2,forward_training,src,,,mb8,0.5",
+        "onednn_verbose,v1,primitive,exec,cpu,deconvolution,conv:any+jit:avx2,backward_weights,src,,,mb8,0.25",
         "onednn_verbose,v1,primitive,exec,cpu,pooling,jit:avx512_core,forward_training,src,,,mb8,1.0",
         "an unrelated line the network printed",
         "onednn_verbose,v1,primitive,exec,cpu,convolution,truncated",
@@ -583,14 +585,18 @@ def test_onednn_log_is_summed_per_step_by_what_each_primitive_did_and_names_its_
     ps = profile_step_module()
     ms, kernels = ps.parse_onednn_log(lines, steps=2)
     assert ms == {
-        "convolution, forward": 1.0,
-        "convolution, backward to the weights": 1.5,
+        "convolution, forward": 1.25,  # a deconvolution is the up blocks' transposed convolution
+        "convolution, backward to the weights": 1.625,
         "convolution, backward to the data": 1.0,
         "reorders (layout changes)": 0.5,
         "matmul": 0.0625,
         "other primitives": 0.5,
     }
-    assert kernels["convolution, forward"] == {"jit_bf16:avx512_core_bf16": 1, "brg_conv_fwd:avx512_core_bf16": 1}
+    assert kernels["convolution, forward"] == {
+        "jit_bf16:avx512_core_bf16": 1,
+        "brg_conv_fwd:avx512_core_bf16": 1,
+        "brg_deconv:avx2": 1,
+    }
     assert kernels["reorders (layout changes)"] == {"jit:uni": 2}
     assert ps.onednn_row("convolution", "backward") == "convolution, backward to the data"
 
