@@ -90,9 +90,8 @@ def main(argv: list[str] | None = None) -> int:
     print("row's img/s is calls per second)")
     rule = "channels_last" if channels_last_training(cpu, precision) else "contiguous"
     print(f"\nthe trainer's channels_last='auto' here: {rule}; the sampler's: channels_last")
-    cores = others.cores()
-    if cores is not None:
-        print(f"other processes kept {cores:.2f} cores busy on average while this ran")
+    if line := common.others_line(others.cores()):
+        print(line)
     return 0
 
 

@@ -183,9 +183,8 @@ def main(argv: list[str] | None = None) -> int:
     print("\nWhole steps at the defaults, in turns in one process\n")
     print(table(step_rows(args, names, calls)))
     print("\n(transposed × > 1: the package's form is faster)")
-    cores = others.cores()
-    if cores is not None:
-        print(f"other processes kept {cores:.2f} cores busy on average while this ran")
+    if line := common.others_line(others.cores()):
+        print(line)
     return 0
 
 

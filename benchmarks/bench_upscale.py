@@ -176,8 +176,8 @@ def main() -> int:
             print(f"\n16 MP at {info.inference['steps']} steps: about {minutes:.0f} min (from {r['steps']} steps)")
         if r["rc"]:
             print(f"\n{r['case']} failed (rc {r['rc']}): {' / '.join(r['stderr_tail'])}")
-    if cores is not None:
-        print(f"\nother processes kept {cores:.2f} cores busy on average while this ran")
+    if line := common.others_line(cores):
+        print(f"\n{line}")
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         machine = {"cpu": common.cpu_name(), "flags": common.cpu_flags(), "precision_auto": fast}

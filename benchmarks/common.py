@@ -115,6 +115,11 @@ class OthersMeter:
         return max(0.0, (busy - self.busy - own) / max(wall, 1e-9))
 
 
+def others_line(cores: float | None) -> str | None:
+    """The line a benchmark prints under its tables: how many cores others kept busy (`OthersMeter.cores`)."""
+    return None if cores is None else f"other processes kept {cores:.2f} cores busy on average while this ran"
+
+
 def busy_warning(threads: int) -> str | None:
     """A warning when the 1-minute load average leaves fewer idle cores than the benchmark's threads."""
     cores = os.cpu_count() or 1
