@@ -141,7 +141,8 @@ def upsample_conv(h: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
     are those of the two-step form up to the order of the sums (tested). Under autocast the kernel is summed from
     ``weight`` cast to autocast's dtype, as a bf16 copy of the network (`sr3_edu.pipeline.FastNetwork`) holds it,
     so the two give the same bits. ``weight``: (C_out, C_in, 3, 3), the `nn.Conv2d` it replaces; its state dict is
-    unchanged. `benchmarks/bench_step_costs.py` times it against the two steps.
+    unchanged. `benchmarks/bench_upsample_conv.py` times it against the two steps: on a 2-core AVX2 CPU in fp32 the
+    op 1.2–2.3× as fast, a whole sampler call or training step 1.02–1.24×.
     """
     if torch.is_autocast_enabled(h.device.type):
         weight = weight.to(torch.get_autocast_dtype(h.device.type))
@@ -156,7 +157,8 @@ def upsample_conv(h: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
 
 
 class ResBlock(nn.Module):
-    """BigGAN-style residual block with FiLM noise conditioning and the 1/√2 rescaled sum."""
+    """BigGAN-style residual block with FiLM noise conditioning and the 1/√2 rescaled sum; an "up" block's first
+    convolution of the enlarged map is computed by `upsample_conv`."""
 
     def __init__(self, c_in: int, c_out: int, emb_dim: int, dropout: float, resample: str | None = None):
         super().__init__()
