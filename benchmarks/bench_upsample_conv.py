@@ -25,6 +25,7 @@ import tempfile
 
 import common
 from bench_cpu import CONFIGS, config_names, default_trainer
+from bench_step_costs import sampler_calls
 
 common.use_repo_package()
 
@@ -32,10 +33,8 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from sr3_edu import blocks  # noqa: E402
-from sr3_edu.checkpoint import load_model  # noqa: E402
 from sr3_edu.devices import resolve_precision  # noqa: E402
 from sr3_edu.pipeline import FastNetwork  # noqa: E402
-from sr3_edu.unet import SR3UNet, UNetConfig  # noqa: E402
 
 FORMS = ("transposed", "two-step")
 """The package's form, and the one it replaces."""
@@ -88,31 +87,13 @@ def up_block_inputs(net, *inputs) -> list[tuple[int, ...]]:
     return shapes
 
 
-def workloads(args, names: list[str]) -> list[tuple[str, object, tuple]]:
-    """(label, network, inputs) of the whole sampler calls: the shipped model on the tile upscale uses for a 1024²
-    output (64² with --quick), and the first config's network on its batch; both as `upscale` runs them."""
-    g = torch.Generator().manual_seed(0)
-    model, info = load_model(None)
-    side = 64 if args.quick else 232
-    x = torch.rand(1, 3, side // info.scale, side // info.scale, generator=g) * 2 - 1
-    out = [(f"shipped model, one call on a {side}² tile", model, (x, torch.randn(1, 3, side, side, generator=g)))]
-    cfg = CONFIGS[names[0]]
-    net = SR3UNet.from_config(UNetConfig(**cfg.unet)).eval().requires_grad_(False)
-    x_lr, y0 = cfg.pairs(g)
-    out.append((f"{names[0]} network, one call on {cfg.batch} × {cfg.size}²", net, (x_lr, torch.randn_like(y0))))
-    return out
-
-
 def op_rows(args, dtype: torch.dtype, calls) -> list[list]:
     """The op alone on the up blocks' inputs of each sampler call, in both layouts, forward and forward + backward."""
     autocast = torch.autocast("cpu", dtype=torch.bfloat16) if dtype == torch.bfloat16 else contextlib.nullcontext()
     rows = []
-    for label, net, (x_lr, y_t) in calls:
+    for label, net, x_lr, y_t in calls:
         for shape in up_block_inputs(net, x_lr, y_t, torch.full((x_lr.shape[0],), 0.5)):
-            for layout, layout_name in (
-                (torch.channels_last, "channels_last"),
-                (torch.contiguous_format, "contiguous"),
-            ):
+            for layout, layout_name in LAYOUTS:
                 h = torch.randn(shape).contiguous(memory_format=layout).requires_grad_()
                 conv = torch.nn.Conv2d(shape[1], shape[1], 3, padding=1).to(memory_format=layout)
 
@@ -132,7 +113,7 @@ def op_rows(args, dtype: torch.dtype, calls) -> list[list]:
 def step_rows(args, names: list[str], calls) -> list[list]:
     """Whole sampler calls on the default fast path, then ``Trainer.train_step`` of each config."""
     rows = []
-    for label, net, (x_lr, y_t) in calls:
+    for label, net, x_lr, y_t in calls:
         fast, gamma = FastNetwork(net), torch.full((x_lr.shape[0],), 0.5)
 
         def call(fast=fast, x_lr=x_lr, y_t=y_t, gamma=gamma):
@@ -177,7 +158,8 @@ def main(argv: list[str] | None = None) -> int:
     common.warn_if_busy(args.threads)
     others = common.OthersMeter()
     dtype = torch.bfloat16 if precision == "bf16" else torch.float32
-    calls = workloads(args, names)
+    # the shipped model on upscale's tile for a 1024² output, and the first config's network on its batch
+    calls = [(label, *call) for label, call in sampler_calls(args, names[:1]).items()]
     print(f"\nThe op alone ({str(dtype)[6:]}), in turns in one process; medians of {args.repeats}\n")
     print(table(op_rows(args, dtype, calls)))
     print("\nWhole steps at the defaults, in turns in one process\n")
