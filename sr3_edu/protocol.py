@@ -26,7 +26,10 @@ def prepare_pair(img: Image.Image, scale: int, crop: int | None = None) -> tuple
         W, H = img.size
     W, H = W - W % scale, H - H % scale
     if W < scale or H < scale:
-        raise ValueError(f"an image of {img.width}×{img.height} is smaller than the scale {scale}")
+        raise ValueError(
+            f"an image of {img.width}×{img.height} is smaller than the scale {scale}: a held-out photo needs at least "
+            f"{scale}×{scale} pixels (remove it from the photos evaluated)"
+        )
     y0 = img.crop((0, 0, W, H))
     return downscale_pil(y0, scale), y0
 
@@ -37,7 +40,10 @@ def tensor_pairs(
     """name → (x, y_0) as (1, C, H/s, W/s) and (1, C, H, W) tensors in [−1, 1], each made by `prepare_pair`."""
     pairs = {}
     for name, img in images.items():
-        x, y0 = prepare_pair(img, scale, crop)
+        try:
+            x, y0 = prepare_pair(img, scale, crop)
+        except ValueError as e:
+            raise ValueError(f"photo {name!r}: {e}") from None
         pairs[name] = (to_tensor(x)[None], to_tensor(y0)[None])
     return pairs
 

@@ -13,7 +13,7 @@ from sr3_edu.checkpoint import model_file, save_atomic
 from sr3_edu.cli import main
 from sr3_edu.evaluate import METRICS, evaluate
 from sr3_edu.images import downscale_pil
-from sr3_edu.protocol import prepare_pair
+from sr3_edu.protocol import prepare_pair, tensor_pairs
 from sr3_edu.report import METHODS, format_search, format_table
 from sr3_edu.schedule import NoiseSchedule
 from sr3_edu.search import default_candidates, rank_schedules, search_schedules
@@ -84,6 +84,11 @@ def test_prepare_pair_crops_to_the_scale_and_makes_the_training_lr():
     assert hr.size == (28, 28) and lr.size == (7, 7)
     with pytest.raises(ValueError, match="smaller than the scale"):
         prepare_pair(photo(3, 30), 4)
+
+
+def test_a_photo_too_small_to_evaluate_is_named_in_the_error():
+    with pytest.raises(ValueError, match=r"photo 'sub/tiny': an image of 3×3 is smaller than the scale 4.*remove it"):
+        tensor_pairs({"big": photo(16, 16), "sub/tiny": photo(3, 3)}, 4)
 
 
 def test_evaluate_end_to_end_has_every_method_and_metric():
