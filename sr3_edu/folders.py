@@ -10,7 +10,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from .images import IMAGE_SUFFIXES, load_rgb
+from .images import IMAGE_SUFFIXES, exif_orientation, load_rgb
 
 __all__ = [
     "DataWarning",
@@ -74,10 +74,13 @@ def prepared_dirs(root: Path) -> tuple[Path, Path] | None:
 
 
 def image_header(path: Path) -> tuple[tuple[int, int], str]:
-    """(size, mode) of an image from its header alone (cheap); ValueError naming the file if unreadable."""
+    """(size, mode) of an image from its header alone (cheap), the size upright as `load_rgb` turns it by its EXIF
+    orientation; ValueError naming the file if unreadable."""
     try:
         with Image.open(path) as im:
-            return im.size, im.mode
+            w, h = im.size
+            # orientations 5–8 turn the image by a quarter: width and height swap
+            return ((h, w) if exif_orientation(im) >= 5 else (w, h)), im.mode
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
         raise ValueError(
             f"cannot read image {path}: {e}. Re-save it, remove the pair, or pass --skip-bad-images to skip it"

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
+from PIL import Image, ImageOps
 from torch import Tensor
 
 __all__ = [
@@ -19,6 +19,7 @@ __all__ = [
     "to_image",
     "to_uint8",
     "load_rgb",
+    "exif_orientation",
     "downscale_pil",
     "downscale",
     "upscale_bicubic",
@@ -55,27 +56,47 @@ def to_image(t: Tensor) -> Image.Image:
     return Image.fromarray(to_uint8(t))
 
 
-def load_rgb(path: str | Path) -> tuple[Image.Image, str | None]:
-    """Open any image as 8-bit RGB. Returns the image and a note when it had to be converted.
+EXIF_ORIENTATION = 0x0112
+"""The EXIF tag that says how a camera's stored pixels are to be turned for display (1: as stored)."""
 
-    Grayscale, palette, RGBA (alpha dropped onto black) and 16-bit images are converted; a file
-    PIL cannot read raises ``ValueError`` naming the file.
+
+def exif_orientation(im: Image.Image) -> int:
+    """The EXIF orientation (1–8) of an opened image, from what its header holds; 1 when it has none.
+
+    A PNG's eXIf chunk counts only when it comes before the pixels (where PIL writes it): looking further would
+    decode the whole image, and `image_header` and `load_rgb` must agree without doing so. A TIFF counts as 1:
+    PIL turns TIFFs itself (upright size when opened, upright pixels when loaded)."""
+    if im.format == "TIFF" or (im.format == "PNG" and "exif" not in im.info):
+        return 1
+    value = im.getexif().get(EXIF_ORIENTATION, 1)
+    return value if value in range(1, 9) else 1
+
+
+def load_rgb(path: str | Path) -> tuple[Image.Image, str | None]:
+    """Open any image as 8-bit RGB, upright. Returns the image and a note when it had to be converted.
+
+    A photo whose EXIF orientation tag says its pixels are stored turned or mirrored (as many cameras and phones
+    store them) is turned the way image viewers show it, so its enlargement is upright too. Grayscale, palette,
+    RGBA (alpha dropped onto black) and 16-bit images are converted; a file PIL cannot read raises ``ValueError``
+    naming the file.
     """
     path = Path(path)
     try:
         with Image.open(path) as im:
+            turned = exif_orientation(im) != 1
             im.load()
-            mode = im.mode
+            img = ImageOps.exif_transpose(im) if turned else im
+            mode = img.mode
             if mode == "RGB":
-                return im.copy(), None
+                return (img if turned else img.copy()), None
             if mode in ("I;16", "I;16B", "I;16L", "I"):
-                a = np.asarray(im, dtype=np.float64)
+                a = np.asarray(img, dtype=np.float64)
                 top = 65535.0 if a.max() > 255 else 255.0
                 a8 = np.clip(np.round(a / top * 255.0), 0, 255).astype(np.uint8)
                 return Image.fromarray(a8).convert("RGB"), f"{path}: {mode} (16-bit) converted to 8-bit RGB"
-            if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in im.info):
-                return im.convert("RGBA").convert("RGB"), f"{path}: alpha channel dropped ({mode} → RGB)"
-            return im.convert("RGB"), f"{path}: {mode} converted to RGB"
+            if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in img.info):
+                return img.convert("RGBA").convert("RGB"), f"{path}: alpha channel dropped ({mode} → RGB)"
+            return img.convert("RGB"), f"{path}: {mode} converted to RGB"
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
         raise ValueError(
             f"cannot read image {path}: {e}. Re-save it as PNG/JPEG, remove it from the folder, "

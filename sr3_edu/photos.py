@@ -25,6 +25,7 @@ from pathlib import Path
 from PIL import Image
 
 from .builtin import builtin_images
+from .images import load_rgb
 
 __all__ = ["MATE_NATURE", "PLASMA_PHOTOS", "debian_photos", "gather"]
 
@@ -105,8 +106,7 @@ def gather(out: str | Path, long_side: int = 1024, root: str | Path = "/") -> li
         img.save(written[-1])
         lines.append(f"{written[-1].name}: sr3_edu.builtin {name!r} (see sr3_edu/builtin.py for its source)")
     for name, package, path in sources:
-        with Image.open(path) as im:
-            img = im.convert("RGB")
+        img = load_rgb(path)[0]  # 8-bit RGB, upright
         w, h = img.size
         if max(w, h) > long_side:
             f = long_side / max(w, h)

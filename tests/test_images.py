@@ -8,6 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
+from sr3_edu.folders import image_header
 from sr3_edu.images import downscale, downscale_pil, load_rgb, to_image, to_tensor, to_uint8, upscale_bicubic
 
 
@@ -52,6 +53,42 @@ def test_load_rgb_converts_grayscale_rgba_and_16_bit(tmp_path):
         assert img.mode == "RGB" and img.size == (8, 8)
         assert note in msg and name in msg
     assert np.asarray(load_rgb(tmp_path / "d.png")[0])[0, 0, 0] == round(40000 / 65535 * 255)
+
+
+def with_orientation(img: Image.Image, orientation: int) -> Image.Exif:
+    exif = img.getexif()
+    exif[0x0112] = orientation
+    return exif
+
+
+@pytest.mark.parametrize(
+    "orientation, upright",
+    [
+        (1, lambda a: a),
+        (2, lambda a: a[:, ::-1]),  # mirrored left to right
+        (3, lambda a: a[::-1, ::-1]),  # turned half a turn
+        (6, lambda a: np.rot90(a, k=-1)),  # stored turned a quarter anticlockwise: shown turned clockwise
+        (8, lambda a: np.rot90(a, k=1)),
+    ],
+)
+def test_load_rgb_turns_pixels_upright_as_their_exif_orientation_says(tmp_path, orientation, upright):
+    a = np.arange(2 * 3 * 3, dtype=np.uint8).reshape(2, 3, 3) * 10  # 3 wide, 2 high, every pixel distinct
+    img = Image.fromarray(a)
+    img.save(tmp_path / "p.png", exif=with_orientation(img, orientation))
+    loaded, note = load_rgb(tmp_path / "p.png")
+    assert np.array_equal(np.asarray(loaded), upright(a)) and note is None
+
+
+@pytest.mark.parametrize("suffix", [".png", ".jpg", ".webp", ".tif"])
+def test_image_header_gives_the_size_load_rgb_turns_the_image_to(tmp_path, suffix):
+    img = Image.fromarray(np.zeros((4, 10, 3), np.uint8))  # 10 wide, 4 high as stored
+    path = tmp_path / f"p{suffix}"
+    img.save(path, exif=with_orientation(img, 6))
+    assert image_header(path) == ((4, 10), "RGB") == (load_rgb(path)[0].size, "RGB")
+    img.save(tmp_path / f"q{suffix}")
+    assert (
+        image_header(tmp_path / f"q{suffix}") == ((10, 4), "RGB") == (load_rgb(tmp_path / f"q{suffix}")[0].size, "RGB")
+    )
 
 
 def test_load_rgb_names_an_unreadable_file_and_the_fix(tmp_path):

@@ -507,3 +507,38 @@ def test_compile_flag_reaches_the_sampler_from_upscale_and_evaluate(tmp_path, mo
     ev = ["evaluate", "--checkpoint", str(ckpt), "--data", str(hr), "--steps", "2", "--samples", "1", "--no-progress"]
     assert main(ev + ["--compile"]) == 0
     assert calls == ["cpu"] * 2
+
+
+def test_upscale_refuses_to_overwrite_its_input_before_any_work(tmp_path, capsys):
+    ckpt = write_model(tmp_path / "model.pt", inference={"steps": 2})
+    src = random_image(tmp_path / "photo.png", 8, 8)
+    before = src.read_bytes()
+    assert main(["upscale", "--checkpoint", str(ckpt), "--input", str(src), "--output", str(src), "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert "photo.png" in err and "overwritten" in err
+    # a folder as the output of one file: the output would be photo.png in that folder, the input itself
+    assert main(["upscale", "--checkpoint", str(ckpt), "--input", str(src), "--output", str(tmp_path)]) == 1
+    assert "overwritten" in capsys.readouterr().err
+    # a folder into itself: its PNGs would be replaced by their enlargements
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    random_image(folder / "a.jpg", 8, 8)
+    random_image(folder / "b.png", 8, 8, seed=1)
+    assert main(["upscale", "--checkpoint", str(ckpt), "--input", str(folder), "--output", str(folder)]) == 1
+    assert "b.png" in capsys.readouterr().err
+    assert src.read_bytes() == before and sorted(p.name for p in folder.iterdir()) == ["a.jpg", "b.png"]
+    with Image.open(folder / "b.png") as im:
+        assert im.size == (8, 8)
+
+
+def test_upscale_turns_a_photo_upright_by_its_exif_orientation(tmp_path):
+    ckpt = write_model(tmp_path / "model.pt", inference={"steps": 2})
+    src = tmp_path / "phone.jpg"
+    img = Image.fromarray(np.random.default_rng(0).integers(0, 256, (6, 10, 3), dtype=np.uint8))  # stored 10 × 6
+    exif = img.getexif()
+    exif[0x0112] = 6  # "turn 90° clockwise to show": a viewer shows it 6 wide, 10 high
+    img.save(src, exif=exif)
+    out = tmp_path / "phone_x4.png"
+    assert main(["upscale", "--checkpoint", str(ckpt), "--input", str(src), "--output", str(out), "--no-progress"]) == 0
+    with Image.open(out) as im:
+        assert im.size == (6 * 4, 10 * 4)

@@ -30,13 +30,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "a regression model file runs the regression baseline",
     )
     p.add_argument(
-        "--input", required=True, help="an image, or a folder of images (.png, .jpg, …, subfolders too), any size"
+        "--input",
+        required=True,
+        help="an image, or a folder of images (.png, .jpg, …, subfolders too), any size; a photo is read upright, "
+        "turned as its EXIF orientation says (as image viewers show it)",
     )
     p.add_argument(
         "--output",
         required=True,
         help="output image path for one input (format from its suffix); for a folder, a folder (PNG files, the "
-        "input's subfolders kept)",
+        "input's subfolders kept); never one of the inputs",
     )
     add_sampler_arguments(p)
     add_tile_argument(p)
@@ -49,7 +52,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def output_paths(src: Path, out: Path) -> list[tuple[Path, Path]]:
     """(input, output) for every image to upscale: one file, or each image under the folder ``src`` with its path
     mirrored under the folder ``out`` as PNG ("sub/photo.jpg" → "OUT/sub/photo.png"). Refuses, before any model
-    work, what would fail later: a file as the output of a folder, two inputs that would write one output."""
+    work, what would fail later or lose a file: a file as the output of a folder, two inputs that would write one
+    output, an output that is one of the inputs."""
     if not src.exists():
         raise FileNotFoundError(f"input {src} does not exist")
     if not src.is_dir():
@@ -57,6 +61,7 @@ def output_paths(src: Path, out: Path) -> list[tuple[Path, Path]]:
             out = out / (src.stem + ".png")
         elif out.suffix.lower() not in IMAGE_SUFFIXES:
             raise ValueError(f"--output {out} needs an image suffix ({SUFFIX_LIST})")
+        _refuse_overwriting_inputs([(src, out)])
         return [(src, out)]
     if out.exists() and not out.is_dir():
         raise ValueError(f"--input is a folder, so --output must be a folder, but {out} is a file")
@@ -69,7 +74,18 @@ def output_paths(src: Path, out: Path) -> list[tuple[Path, Path]]:
         if target in seen:
             raise ValueError(f"{seen[target]} and {f} would both be written to {target}; rename one of them")
         seen[target] = f
+    _refuse_overwriting_inputs(pairs)
     return pairs
+
+
+def _refuse_overwriting_inputs(pairs: list[tuple[Path, Path]]) -> None:
+    inputs = {f.resolve(): f for f, _ in pairs}
+    for f, target in pairs:
+        if target.resolve() in inputs:
+            raise ValueError(
+                f"{inputs[target.resolve()]} would be overwritten by the enlargement of {f}; "
+                f"give --output a path outside the input (a new file, or a new folder for a folder)"
+            )
 
 
 def _read(pairs: list[tuple[Path, Path]], skip_bad: bool) -> list[tuple[Path, Path, Image.Image]]:
