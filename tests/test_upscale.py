@@ -542,3 +542,30 @@ def test_upscale_turns_a_photo_upright_by_its_exif_orientation(tmp_path):
     assert main(["upscale", "--checkpoint", str(ckpt), "--input", str(src), "--output", str(out), "--no-progress"]) == 0
     with Image.open(out) as im:
         assert im.size == (6 * 4, 10 * 4)
+
+
+def test_upscale_folder_output_does_not_depend_on_the_other_images_and_skip_existing_goes_on(tmp_path, capsys):
+    ckpt = write_model(tmp_path / "model.pt", inference={"steps": 2})
+    src = tmp_path / "in"
+    src.mkdir()
+    for k, name in enumerate(["a.png", "b.png", "c.png"]):
+        random_image(src / name, 8, 6, seed=k)
+    common = ["upscale", "--checkpoint", str(ckpt), "--no-progress", "--seed", "3"]
+    out = tmp_path / "out"
+    assert main(common + ["--input", str(src), "--output", str(out)]) == 0
+    first = {p.name: np.asarray(Image.open(p)) for p in out.iterdir()}
+    # c.png alone gives the same pixels as c.png after a.png and b.png
+    assert main(common + ["--input", str(src / "c.png"), "--output", str(tmp_path / "c_alone.png")]) == 0
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "c_alone.png")), first["c.png"])
+    # an interrupted run: b.png and c.png not written yet; a.png stands for a finished output and must be left alone
+    (out / "b.png").unlink()
+    (out / "c.png").unlink()
+    Image.fromarray(np.zeros((24, 32, 3), np.uint8)).save(out / "a.png")
+    capsys.readouterr()
+    assert main(common + ["--input", str(src), "--output", str(out), "--skip-existing"]) == 0
+    assert "1 outputs already there" in capsys.readouterr().err
+    assert not np.asarray(Image.open(out / "a.png")).any()
+    for name in ("b.png", "c.png"):
+        assert np.array_equal(np.asarray(Image.open(out / name)), first[name])
+    assert main(common + ["--input", str(src), "--output", str(out), "--skip-existing"]) == 0  # nothing left to do
+    assert "3 outputs already there" in capsys.readouterr().err

@@ -6,7 +6,6 @@ import argparse
 import sys
 from pathlib import Path
 
-import torch
 from PIL import Image
 
 from ..checkpoint import load_model
@@ -45,6 +44,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_tile_argument(p)
     p.add_argument(
         "--skip-bad-images", action="store_true", help="in a folder, skip unreadable files instead of stopping"
+    )
+    p.add_argument(
+        "--skip-existing",
+        action="store_true",
+        help="leave out the inputs whose output file is already there: to go on after an interrupted folder run "
+        "(each output is written whole or not at all, and depends only on its image and the options, --seed "
+        "included, not on the other images)",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
@@ -110,6 +116,16 @@ def run(args: argparse.Namespace) -> int:
     pairs = output_paths(src, Path(args.output))
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be at least 1, got {args.batch_size}")
+    if args.skip_existing:
+        done = [target for _, target in pairs if target.is_file()]
+        pairs = [(f, target) for f, target in pairs if not target.is_file()]
+        if done:
+            print(
+                f"--skip-existing: {len(done)} outputs already there (e.g. {done[0]}), left as they are",
+                file=sys.stderr,
+            )
+        if not pairs:
+            return 0
     images = _read(pairs, skip_bad=src.is_dir() and args.skip_bad_images)
     if not images:
         raise ValueError(f"no readable images in {src}")
@@ -123,7 +139,6 @@ def run(args: argparse.Namespace) -> int:
     )
     print(f"{info.path}: ×{info.scale} {what}", file=sys.stderr)
 
-    generator = torch.Generator().manual_seed(args.seed)
     progress = not args.no_progress
     iterator = images
     if progress and len(images) > 1:
@@ -136,7 +151,7 @@ def run(args: argparse.Namespace) -> int:
             img,
             info=info,
             options=opts,
-            generator=generator,
+            seed=args.seed,  # drawn afresh for each image: its output is the same alone or in any folder
             batch_size=args.batch_size,
             progress=progress,
             tile=args.tile,
