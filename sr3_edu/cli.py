@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import warnings
 
 COMMANDS = {
     "demo": "super-resolve the built-in validation photos with the shipped model (the quickstart)",
@@ -57,7 +58,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return int(args._run(args) or 0)
+        with warnings.catch_warnings():  # restores Python's own printer afterwards
+            warnings.showwarning = _one_line_warnings(args.command)
+            return int(args._run(args) or 0)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
@@ -65,6 +68,15 @@ def main(argv: list[str] | None = None) -> int:
         # User-facing errors (bad files, sizes, checkpoints) as one line, not a traceback.
         print(f"sr3-edu {args.command}: error: {e}", file=sys.stderr)
         return 1
+
+
+def _one_line_warnings(command: str):
+    """Warnings as one line each, like the errors (Python's default adds the file, the line and its source)."""
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        print(f"sr3-edu {command}: {category.__name__}: {message}", file=file or sys.stderr)
+
+    return show
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 
 import pytest
 import torch
@@ -108,6 +109,17 @@ def test_a_missing_data_folder(tmp_path, capsys):
     err = one_error_line(capsys)
     assert "no_such_folder does not exist" in err
     assert not out.exists()
+
+
+def test_warnings_are_one_line_each_and_the_printer_is_restored_afterwards(tmp_path, image_folder, capsys):
+    from PIL import Image
+
+    Image.new("RGB", (8, 8), (90, 120, 30)).save(image_folder / "small.png")  # under the 16² crop: enlarged, warned
+    printer = warnings.showwarning
+    assert main(micro_args(image_folder, tmp_path / "run", "--steps", "1")) == 0
+    err = [line for line in capsys.readouterr().err.splitlines() if "small.png" in line]
+    assert len(err) == 1 and err[0].startswith("sr3-edu train: DataWarning: ") and "smaller than the 16×16" in err[0]
+    assert warnings.showwarning is printer
 
 
 def test_an_existing_run_needs_resume_or_another_out(trained, image_folder, capsys):
