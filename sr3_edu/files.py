@@ -15,7 +15,7 @@ from PIL import Image
 
 from .images import IMAGE_SUFFIXES
 
-__all__ = ["write_atomic", "write_json", "write_image_atomic"]
+__all__ = ["write_atomic", "write_json", "write_image_atomic", "writable_folder"]
 
 
 def write_atomic(path: str | Path, write: Callable[[BinaryIO], object], *, durable: bool = False) -> Path:
@@ -73,3 +73,19 @@ def write_image_atomic(img: Image.Image, path: str | Path) -> Path:
     if fmt is None or path.suffix.lower() not in IMAGE_SUFFIXES:
         raise ValueError(f"cannot tell the image format of {path}: use a suffix among {', '.join(IMAGE_SUFFIXES)}")
     return write_atomic(path, lambda f: img.save(f, format=fmt))
+
+
+def writable_folder(folder: str | Path, flag: str) -> Path:
+    """``folder``, made if missing, once a file has been made and removed in it: a command that writes its results
+    only after minutes of work calls this first, so that a folder it cannot write to stops it before the work.
+    ``flag`` names the option that chose the folder in the error."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as e:
+        raise ValueError(
+            f"{flag}: cannot write into {folder} ({e.strerror or e}); give a folder you can write to"
+        ) from e
+    return folder

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 
 import torch
 
@@ -26,6 +25,7 @@ from ..checkpoint import CheckpointError, load_model, shipped_model_path
 from ..demo import train_models
 from ..devices import resolve_device
 from ..evaluate import evaluate
+from ..files import writable_folder
 from ..folders import load_images
 from ..inference import inference_options
 from ..plots import plot_comparison, plot_refinement
@@ -83,6 +83,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--samples must be at least 1, got {args.samples}")
     if args.crop is not None and args.crop < 16:
         raise ValueError(f"--crop must be at least 16 pixels, got {args.crop}")
+    out = writable_folder(args.out_dir, "--out-dir")
     device = resolve_device(args.device)
     images = load_images(args.data, "val")
     sr3_path, reg_path = args.checkpoint, args.regression
@@ -114,7 +115,6 @@ def run(args: argparse.Namespace) -> int:
         precision=args.precision,
     )
     print(format_table(result))
-    out = Path(args.out_dir)
     demo_png = plot_comparison(result, out / "demo.png")
     first = next(iter(result["tensors"].values()))
     refinement_png = plot_refinement(first["trajectory"], out / "refinement.png")

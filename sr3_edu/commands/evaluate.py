@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from ..checkpoint import CheckpointError, ModelInfo, load_model, shipped_model_path
 from ..devices import resolve_device
 from ..evaluate import evaluate
-from ..files import write_json
+from ..files import writable_folder, write_json
 from ..folders import load_images
 from ..report import format_table
 from .flags import HelpFormatter, add_sampler_arguments, add_tile_argument, sampler_options
@@ -78,6 +79,8 @@ def check_scale(arg: int | None, info: ModelInfo) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.json:
+        writable_folder(Path(args.json).parent, "--json")
     device = resolve_device(args.device)
     images = load_images(args.data)
     model, info = load_model(args.checkpoint, device=device, strict=True)

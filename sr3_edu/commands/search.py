@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from ..checkpoint import load_model
 from ..devices import resolve_device, resolve_precision
-from ..files import write_json
+from ..files import writable_folder, write_json
 from ..folders import load_images
 from ..report import format_search
 from ..search import default_candidates, search_schedules
@@ -116,6 +117,8 @@ def run(args: argparse.Namespace) -> int:
     bad = [v for v in variances if v not in ("paper", "posterior")]
     if bad:
         raise ValueError(f"--variances: {bad[0]!r} is not one of paper, posterior")
+    if args.json:
+        writable_folder(Path(args.json).parent, "--json")
     device = resolve_device(args.device)
     images = load_images(args.data)
     model, info = load_model(args.checkpoint, device=device, strict=True)

@@ -10,7 +10,7 @@ from PIL import Image
 
 from ..checkpoint import load_model
 from ..devices import resolve_device
-from ..files import write_image_atomic
+from ..files import writable_folder, write_image_atomic
 from ..folders import SUFFIX_LIST, find_images
 from ..images import IMAGE_SUFFIXES, load_rgb
 from ..inference import SamplerOptions
@@ -129,6 +129,7 @@ def run(args: argparse.Namespace) -> int:
     images = _read(pairs, skip_bad=src.is_dir() and args.skip_bad_images)
     if not images:
         raise ValueError(f"no readable images in {src}")
+    writable_folder(Path(args.output) if src.is_dir() else pairs[0][1].parent, "--output")
 
     model, info = load_model(args.checkpoint, device=resolve_device(args.device), objective="sr3")
     opts = SamplerOptions.resolve(info, **sampler_options(args))
