@@ -17,6 +17,7 @@ __all__ = ["prepare_pair", "tensor_pairs", "size_groups"]
 def prepare_pair(img: Image.Image, scale: int, crop: int | None = None) -> tuple[Image.Image, Image.Image]:
     """(x, y_0): the photo y_0 center-cropped to at most ``crop``×``crop`` and trimmed to a multiple of ``scale`` on
     the right and bottom, and its low-resolution version x made as in training (`downscale_pil`)."""
+    _check_crop(crop, scale)
     img = img.convert("RGB")
     W, H = img.size
     if crop is not None:
@@ -34,10 +35,16 @@ def prepare_pair(img: Image.Image, scale: int, crop: int | None = None) -> tuple
     return downscale_pil(y0, scale), y0
 
 
+def _check_crop(crop: int | None, scale: int) -> None:
+    if crop is not None and crop < scale:
+        raise ValueError(f"a crop of {crop} pixels is smaller than the scale {scale}: crop to at least {scale}")
+
+
 def tensor_pairs(
     images: dict[str, Image.Image], scale: int, crop: int | None = None
 ) -> dict[str, tuple[Tensor, Tensor]]:
     """name → (x, y_0) as (1, C, H/s, W/s) and (1, C, H, W) tensors in [−1, 1], each made by `prepare_pair`."""
+    _check_crop(crop, scale)  # before any photo, which it is not the fault of
     pairs = {}
     for name, img in images.items():
         try:

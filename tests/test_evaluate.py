@@ -89,6 +89,8 @@ def test_prepare_pair_crops_to_the_scale_and_makes_the_training_lr():
 def test_a_photo_too_small_to_evaluate_is_named_in_the_error():
     with pytest.raises(ValueError, match=r"photo 'sub/tiny': an image of 3×3 is smaller than the scale 4.*remove it"):
         tensor_pairs({"big": photo(16, 16), "sub/tiny": photo(3, 3)}, 4)
+    with pytest.raises(ValueError, match=r"^a crop of 2 pixels is smaller than the scale 4: crop to at least 4$"):
+        tensor_pairs({"big": photo(16, 16)}, 4, crop=2)  # the crop's fault, not the photo's
 
 
 def test_evaluate_end_to_end_has_every_method_and_metric():

@@ -1,4 +1,5 @@
-"""write_atomic: the new file whole, or the old one untouched; writable_folder: a folder that cannot be written stops a command before its work."""
+"""write_atomic: the new file whole, or the old one untouched; writable_folder: a folder that cannot be written
+stops a command before its work."""
 
 import pytest
 from PIL import Image
