@@ -298,6 +298,27 @@ def test_write_image_atomic_refuses_an_unknown_suffix_and_leaves_nothing(tmp_pat
     assert [p.name for p in (tmp_path / "sub").iterdir()] == ["out.png"]
 
 
+@pytest.mark.parametrize("suffix", [".jpg", ".webp"])
+def test_write_image_atomic_keeps_the_image_in_jpeg_and_webp_better_than_pils_defaults(tmp_path, suffix):
+    yy, xx = np.mgrid[0:64, 0:64]
+    rng = np.random.default_rng(0)
+    a = 127 + 60 * np.sin(xx / 3.0)[..., None] * np.array([1.0, -0.5, 0.3]) + 20 * rng.standard_normal((64, 64, 3))
+    img = Image.fromarray(np.clip(a + 10 * np.cos(yy / 2.0)[..., None], 0, 255).astype(np.uint8))
+    write_image_atomic(img, tmp_path / f"ours{suffix}")
+    img.save(tmp_path / f"pil{suffix}")
+
+    def error(name):
+        return np.abs(np.asarray(Image.open(tmp_path / name), float) - np.asarray(img, float)).mean()
+
+    assert error(f"ours{suffix}") < 0.3 * error(f"pil{suffix}")
+    if suffix == ".jpg":
+        from PIL import JpegImagePlugin
+
+        assert JpegImagePlugin.get_sampling(Image.open(tmp_path / "ours.jpg")) == 0  # 4:4:4: colour not halved
+    else:
+        assert error("ours.webp") == 0  # lossless
+
+
 # ------------------------------------------------------------------------------------------ the command
 
 

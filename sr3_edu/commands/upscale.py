@@ -37,7 +37,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--output",
         required=True,
-        help="output image path for one input (format from its suffix); for a folder, a folder (PNG files, the "
+        help="output image path for one input (format from its suffix: PNG, WebP lossless, JPEG at quality 95, …); "
+        "for a folder, a folder (PNG files, the "
         "input's subfolders kept); never one of the inputs",
     )
     add_sampler_arguments(p)
