@@ -63,23 +63,28 @@ def write_json(obj: Any, path: str | Path) -> Path:
     return write_atomic(path, lambda f: f.write(text.encode()))
 
 
-def write_image_atomic(img: Image.Image, path: str | Path) -> Path:
+def write_image_atomic(img: Image.Image, path: str | Path, icc_profile: bytes | None = None) -> Path:
     """Save ``img`` to ``path`` via a temporary file and a rename: an interrupted run leaves no half-written image.
 
     The format follows the suffix (PNG, JPEG, …); an unknown suffix is refused before anything is written. JPEG and
     WebP keep what a super-resolved image adds: JPEG at quality 95 with full-resolution colour (4:4:4, where
     PIL's default is quality 75 with colour at half resolution), WebP lossless (PIL's lossy default halves the
-    colour resolution whatever its quality)."""
+    colour resolution whatever its quality). ``icc_profile``, the colour profile the pixels are in (`load_rgb` keeps
+    an input's), is embedded where the format holds one."""
     path = Path(path)
     fmt = Image.registered_extensions().get(path.suffix.lower())
     if fmt is None or path.suffix.lower() not in IMAGE_SUFFIXES:
         raise ValueError(f"cannot tell the image format of {path}: use a suffix among {', '.join(IMAGE_SUFFIXES)}")
-    options = SAVE_OPTIONS.get(fmt, {})
+    options = dict(SAVE_OPTIONS.get(fmt, {}))
+    if icc_profile and fmt in ICC_FORMATS:
+        options["icc_profile"] = icc_profile
     return write_atomic(path, lambda f: img.save(f, format=fmt, **options))
 
 
 SAVE_OPTIONS = {"JPEG": {"quality": 95, "subsampling": 0}, "WEBP": {"lossless": True}}
 """PIL save options of `write_image_atomic` for the formats PIL saves lossily by default."""
+ICC_FORMATS = ("PNG", "JPEG", "WEBP", "TIFF")
+"""The formats PIL embeds an ICC profile in."""
 
 
 def writable_folder(folder: str | Path, flag: str) -> Path:

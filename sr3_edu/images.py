@@ -78,7 +78,9 @@ def load_rgb(path: str | Path) -> tuple[Image.Image, str | None]:
     A photo whose EXIF orientation tag says its pixels are stored turned or mirrored (as many cameras and phones
     store them) is turned the way image viewers show it, so its enlargement is upright too. Grayscale, palette,
     RGBA (alpha dropped onto black) and 16-bit images are converted; a file PIL cannot read raises ``ValueError``
-    naming the file.
+    naming the file. An ICC colour profile of RGB values stays in ``info["icc_profile"]`` (a wide-gamut phone
+    photo's colours mean something else without it); one of other values (grey, CMYK) is left out, as the pixels
+    are RGB now.
     """
     path = Path(path)
     try:
@@ -86,22 +88,32 @@ def load_rgb(path: str | Path) -> tuple[Image.Image, str | None]:
             turned = exif_orientation(im) != 1
             im.load()
             img = ImageOps.exif_transpose(im) if turned else im
-            mode = img.mode
-            if mode == "RGB":
-                return (img if turned else img.copy()), None
-            if mode in ("I;16", "I;16B", "I;16L", "I"):
-                a = np.asarray(img, dtype=np.float64)
-                top = 65535.0 if a.max() > 255 else 255.0
-                a8 = np.clip(np.round(a / top * 255.0), 0, 255).astype(np.uint8)
-                return Image.fromarray(a8).convert("RGB"), f"{path}: {mode} (16-bit) converted to 8-bit RGB"
-            if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in img.info):
-                return img.convert("RGBA").convert("RGB"), f"{path}: alpha channel dropped ({mode} → RGB)"
-            return img.convert("RGB"), f"{path}: {mode} converted to RGB"
+            rgb, note = _to_rgb(img, path)
+            if rgb is im:  # an upright RGB file: the pixels must outlive the file
+                rgb = im.copy()
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
         raise ValueError(
             f"cannot read image {path}: {e}. Re-save it as PNG/JPEG, remove it from the folder, "
             f"or pass --skip-bad-images to skip unreadable files"
         ) from e
+    profile = rgb.info.pop("icc_profile", None) or img.info.get("icc_profile")
+    if profile and profile[16:20] == b"RGB ":  # the ICC header's colour space field
+        rgb.info["icc_profile"] = profile
+    return rgb, note
+
+
+def _to_rgb(img: Image.Image, path: Path) -> tuple[Image.Image, str | None]:
+    mode = img.mode
+    if mode == "RGB":
+        return img, None
+    if mode in ("I;16", "I;16B", "I;16L", "I"):
+        a = np.asarray(img, dtype=np.float64)
+        top = 65535.0 if a.max() > 255 else 255.0
+        a8 = np.clip(np.round(a / top * 255.0), 0, 255).astype(np.uint8)
+        return Image.fromarray(a8).convert("RGB"), f"{path}: {mode} (16-bit) converted to 8-bit RGB"
+    if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in img.info):
+        return img.convert("RGBA").convert("RGB"), f"{path}: alpha channel dropped ({mode} → RGB)"
+    return img.convert("RGB"), f"{path}: {mode} converted to RGB"
 
 
 def downscale_pil(img: Image.Image, scale: int) -> Image.Image:

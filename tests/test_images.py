@@ -6,7 +6,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, ImageCms
 
 from sr3_edu.folders import image_header
 from sr3_edu.images import downscale, downscale_pil, load_rgb, to_image, to_tensor, to_uint8, upscale_bicubic
@@ -89,6 +89,22 @@ def test_image_header_gives_the_size_load_rgb_turns_the_image_to(tmp_path, suffi
     assert (
         image_header(tmp_path / f"q{suffix}") == ((10, 4), "RGB") == (load_rgb(tmp_path / f"q{suffix}")[0].size, "RGB")
     )
+
+
+def icc(space: str) -> bytes:
+    return ImageCms.ImageCmsProfile(ImageCms.createProfile(space)).tobytes()
+
+
+def test_load_rgb_keeps_an_rgb_colour_profile_and_leaves_out_one_of_other_values(tmp_path):
+    srgb, lab = icc("sRGB"), icc("LAB")
+    Image.fromarray(np.zeros((4, 6, 3), np.uint8)).save(tmp_path / "rgb.jpg", icc_profile=srgb)
+    Image.fromarray(np.zeros((4, 6, 4), np.uint8)).save(tmp_path / "rgba.png", icc_profile=srgb)
+    Image.fromarray(np.zeros((4, 6), np.uint8)).save(tmp_path / "grey.png", icc_profile=lab)  # not RGB values
+    Image.fromarray(np.zeros((4, 6, 3), np.uint8)).save(tmp_path / "none.png")
+    assert load_rgb(tmp_path / "rgb.jpg")[0].info["icc_profile"] == srgb
+    assert load_rgb(tmp_path / "rgba.png")[0].info["icc_profile"] == srgb
+    assert "icc_profile" not in load_rgb(tmp_path / "grey.png")[0].info
+    assert "icc_profile" not in load_rgb(tmp_path / "none.png")[0].info
 
 
 def test_load_rgb_names_an_unreadable_file_and_the_fix(tmp_path):

@@ -590,3 +590,24 @@ def test_upscale_folder_output_does_not_depend_on_the_other_images_and_skip_exis
         assert np.array_equal(np.asarray(Image.open(out / name)), first[name])
     assert main(common + ["--input", str(src), "--output", str(out), "--skip-existing"]) == 0  # nothing left to do
     assert "3 outputs already there" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("suffix", [".png", ".jpg", ".webp"])
+def test_upscale_writes_the_inputs_colour_profile_into_the_output(tmp_path, suffix):
+    from PIL import ImageCms
+
+    profile = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    ckpt = write_model(tmp_path / "model.pt", inference={"steps": 2})
+    src = tmp_path / "wide_gamut.jpg"
+    Image.fromarray(np.full((6, 8, 3), 120, np.uint8)).save(src, icc_profile=profile)
+    out = tmp_path / f"x4{suffix}"
+    assert main(["upscale", "--checkpoint", str(ckpt), "--input", str(src), "--output", str(out), "--no-progress"]) == 0
+    with Image.open(out) as im:
+        assert im.info.get("icc_profile") == profile
+    plain = random_image(tmp_path / "plain.png", 6, 8)
+    out = tmp_path / f"plain_x4{suffix}"
+    assert (
+        main(["upscale", "--checkpoint", str(ckpt), "--input", str(plain), "--output", str(out), "--no-progress"]) == 0
+    )
+    with Image.open(out) as im:
+        assert not im.info.get("icc_profile")

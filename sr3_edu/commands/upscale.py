@@ -160,6 +160,6 @@ def run(args: argparse.Namespace) -> int:
             precision=args.precision,
             compile=args.compile,
         )
-        write_image_atomic(sr, target)
+        write_image_atomic(sr, target, icc_profile=img.info.get("icc_profile"))  # the input's colours, kept
         print(f"{f} ({img.width}×{img.height}) → {target} ({sr.width}×{sr.height})", file=sys.stderr)
     return 0
