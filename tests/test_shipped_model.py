@@ -5,8 +5,13 @@ crops of two built-in validation photos, which training never saw. An ε-network
 both checks by far (its chain's mean walks off the photo: colour errors of 0.06–0.2, consistency in the thousands).
 """
 
+import re
+import subprocess
+import sys
+
 import pytest
 import torch
+from helpers import ROOT
 
 from sr3_edu import metrics
 from sr3_edu.builtin import builtin_images
@@ -53,3 +58,13 @@ def test_algorithm_2_from_pure_noise_stays_consistent_with_its_input(chains):
     ours = metrics.consistency(out, lr, scale)
     bicubic = metrics.consistency(upscale_bicubic(lr, scale).clamp(-1, 1), lr, scale)
     assert bool((ours <= 2 * bicubic).all()), f"consistency {ours.tolist()} against bicubic's {bicubic.tolist()}"
+
+
+def test_the_readmes_one_liner_prints_the_commands_stored_in_the_shipped_model():
+    code = re.search(
+        r'`python -c "(from sr3_edu\.checkpoint import load_model; [^"]*)"`', (ROOT / "README.md").read_text()
+    )
+    assert code, "README.md no longer shows how to print a model file's stored commands"
+    out = subprocess.run([sys.executable, "-c", code.group(1)], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "'commands': ['python -m sr3_edu train --preset tiny" in out.stdout
