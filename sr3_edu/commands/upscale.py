@@ -38,8 +38,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--output",
         required=True,
         help="output image path for one input (format from its suffix: PNG, WebP lossless, JPEG at quality 95, …); "
-        "for a folder, a folder (PNG files, the "
-        "input's subfolders kept); never one of the inputs",
+        "for a folder, a folder (PNG files, the input's subfolders kept); never one of the inputs",
     )
     add_sampler_arguments(p)
     add_tile_argument(p)
@@ -88,9 +87,9 @@ def output_paths(src: Path, out: Path) -> list[tuple[Path, Path]]:
 def _refuse_overwriting_inputs(pairs: list[tuple[Path, Path]]) -> None:
     inputs = {f.resolve(): f for f, _ in pairs}
     for f, target in pairs:
-        if target.resolve() in inputs:
+        if (hit := inputs.get(target.resolve())) is not None:
             raise ValueError(
-                f"{inputs[target.resolve()]} would be overwritten by the enlargement of {f}; "
+                f"{hit} would be overwritten by the enlargement of {f}; "
                 f"give --output a path outside the input (a new file, or a new folder for a folder)"
             )
 
