@@ -121,7 +121,8 @@ def run(args: argparse.Namespace) -> int:
         pairs = [(f, target) for f, target in pairs if not target.is_file()]
         if done:
             print(
-                f"--skip-existing: {len(done)} outputs already there (e.g. {done[0]}), left as they are",
+                f"--skip-existing: {len(done)} output{'s' * (len(done) != 1)} already there (e.g. {done[0]}), "
+                f"left as {'they are' if len(done) != 1 else 'it is'}",
                 file=sys.stderr,
             )
         if not pairs:
