@@ -118,3 +118,14 @@ def test_notebook_follows_conventions(path: Path):
     assert any("NBVAL_CHECK_OUTPUT" in "".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code"), (
         f"{path.name}: no cell is marked # NBVAL_CHECK_OUTPUT, so nbval checks nothing but errors"
     )
+
+
+def test_notebook_07s_committed_upscale_help_is_todays():
+    # the cell's output is not compared by nbval (NBVAL_IGNORE_OUTPUT), so a changed option would leave it stale
+    cells = _load(NOTEBOOK_DIR / "07_own_data_and_gpu.ipynb")["cells"]
+    cell = next(c for c in cells if '"upscale", "--help"' in "".join(c["source"]))
+    committed = "".join(cell["outputs"][0]["text"])
+    env = {"PATH": "/usr/bin:/bin", "COLUMNS": "80", "PYTHONPATH": str(ROOT), "PYTHONIOENCODING": "utf-8"}
+    cmd = [sys.executable, "-m", "sr3_edu", "upscale", "--help"]
+    today = subprocess.run(cmd, cwd=ROOT, capture_output=True, encoding="utf-8", check=True, env=env).stdout
+    assert committed == today + "\n", "rerun notebook 07's `upscale --help` cell and commit its output"

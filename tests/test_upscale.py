@@ -14,7 +14,7 @@ from PIL import Image
 
 from sr3_edu.checkpoint import model_file, save_atomic
 from sr3_edu.cli import main
-from sr3_edu.commands.flags import add_sampler_arguments, sampler_options
+from sr3_edu.commands.flags import add_sampler_arguments, add_tile_argument, sampler_options
 from sr3_edu.files import write_image_atomic
 from sr3_edu.images import upscale_bicubic
 from sr3_edu.inference import (
@@ -611,3 +611,16 @@ def test_upscale_writes_the_inputs_colour_profile_into_the_output(tmp_path, suff
     )
     with Image.open(out) as im:
         assert not im.info.get("icc_profile")
+
+
+@pytest.mark.parametrize("tile, ok", [("3", False), ("63", False), ("64", True), ("0", True), ("auto", True)])
+def test_tile_flag_takes_a_side_of_at_least_64_pixels_and_says_it_is_not_a_count(tile, ok, capsys):
+    parser = argparse.ArgumentParser()
+    add_tile_argument(parser)
+    if ok:
+        assert parser.parse_args(["--tile", tile]).tile == (tile if tile == "auto" else int(tile))
+    else:
+        with pytest.raises(SystemExit):
+            parser.parse_args(["--tile", tile])
+        err = capsys.readouterr().err
+        assert "at least 64 (a smaller" in err and "not a number of tiles; got" in err

@@ -123,7 +123,8 @@ def add_tile_argument(p: argparse.ArgumentParser) -> None:
         type=_tile,
         default="auto",
         help="refine in overlapping tiles of at most this many output pixels a side, blended at every step: bounded "
-        f"memory and no seams; 'auto' tiles images with a side over {AUTO_TILE} (the fastest tile on a CPU), 0 never",
+        f"memory and no seams; 'auto' tiles images with a side over {AUTO_TILE} (the fastest tile on a CPU), 0 never; "
+        f"at least {MIN_TILE}",
     )
 
 
@@ -136,7 +137,16 @@ def _tile(text: str) -> int | str:
         value = -1
     if value < 0:
         raise argparse.ArgumentTypeError(f"a tile size is 'auto', 0 (no tiles) or a number of pixels; got {text!r}")
+    if 0 < value < MIN_TILE:
+        raise argparse.ArgumentTypeError(
+            f"a tile is a side in output pixels, at least {MIN_TILE} (a smaller one shows the network less than a "
+            f"16-pixel input at ×4 and multiplies the work), not a number of tiles; got {value}"
+        )
     return value
+
+
+MIN_TILE = 64
+"""The smallest ``--tile`` side the commands take: the shipped model's training crops (64² outputs of 16² inputs)."""
 
 
 def sampler_options(args: argparse.Namespace) -> dict[str, Any]:
